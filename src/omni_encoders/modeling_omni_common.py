@@ -1,0 +1,543 @@
+# Copyright 2026 The omni-encoders developers. Licensed under the Apache License, Version 2.0.
+"""Building blocks shared by every omni-encoders model.
+
+One place for: axis-factorised rotary position tables (1D audio, 2D images, 3D video), the dispatch to transformers'
+attention interface (`eager`, `sdpa`, `flash_attention_*`, `flex_attention`), a general self/cross attention layer,
+rotary multi-head latent attention (RMLA) with its latent K/V cache, the feed-forward layers, the learned-query token
+compressor (TiTok-style) and the output classes of the task heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Rotary position embeddings
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def split_rotary_dims(head_dim: int, num_axes: int) -> list[int]:
+    """Split `head_dim` into one even-sized chunk per axis (the last axis takes the remainder).
+
+    2 axes of a 144-dim head give `[72, 72]`; 3 axes of a 128-dim head give `[42, 42, 44]`.
+    """
+    if head_dim % 2 != 0:
+        raise ValueError(f"Rotary embeddings need an even head dimension, got head_dim={head_dim}.")
+    per_axis = (head_dim // (2 * num_axes)) * 2
+    if per_axis == 0:
+        raise ValueError(f"head_dim={head_dim} is too small to give each of {num_axes} rotary axes a frequency pair.")
+    return [per_axis] * (num_axes - 1) + [head_dim - per_axis * (num_axes - 1)]
+
+
+def grid_positions(grid_shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+    """Integer coordinates of every cell of a row-major grid.
+
+    Args:
+        grid_shape: sizes from the slowest to the fastest axis, e.g. `(height, width)` or `(frames, height, width)`.
+
+    Returns:
+        `LongTensor [prod(grid_shape), len(grid_shape)]` whose columns are the coordinates from the fastest axis to the
+        slowest, i.e. `(x, y)` for images and `(x, y, t)` for videos. Row `i` is the cell at flat index `i`.
+    """
+    axes = [torch.arange(size, device=device) for size in grid_shape]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid_shape))
+    return coords.flip(-1)
+
+
+class OmniRotaryEmbedding(nn.Module):
+    """Axis-factorised rotary position embedding (RoPE) for 1, 2 or 3 axes.
+
+    The head dimension is split into one chunk per axis (see [`split_rotary_dims`]); each chunk rotates with the
+    coordinate of its own axis, so the score between two tokens depends only on their coordinate differences
+    `(Δx[, Δy[, Δt]])`. Tables are computed in float32 with no Python loop over positions: call the module once per
+    forward pass and hand the `(cos, sin)` pair to every layer.
+
+    The inverse frequencies are recomputed on every call (a few hundred values) instead of being stored, so the module
+    has no state to save, load or re-initialise.
+    """
+
+    def __init__(self, head_dim: int, num_axes: int = 1, theta: float = 10000.0):
+        super().__init__()
+        self.head_dim = head_dim
+        self.num_axes = num_axes
+        self.theta = theta
+        self.axis_dims = split_rotary_dims(head_dim, num_axes)
+
+    def inverse_frequencies(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(inv_freq [head_dim // 2], axis_index [head_dim // 2])`: each frequency and the axis it rotates with."""
+        inv_freqs, axis_index = [], []
+        for axis, dim in enumerate(self.axis_dims):
+            exponents = torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim
+            inv_freqs.append(1.0 / (self.theta**exponents))
+            axis_index.append(torch.full((dim // 2,), axis, device=device, dtype=torch.long))
+        return torch.cat(inv_freqs), torch.cat(axis_index)
+
+    @torch.no_grad()
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            positions: `[..., num_axes]` coordinates (any integer or float dtype), e.g. from [`grid_positions`]. A 1-axis
+                embedding also takes plain `[...]` positions.
+
+        Returns:
+            `(cos, sin)`, each `[..., head_dim]` in float32.
+        """
+        if self.num_axes == 1 and (positions.dim() == 0 or positions.shape[-1] != 1):
+            positions = positions.unsqueeze(-1)
+        if positions.shape[-1] != self.num_axes:
+            raise ValueError(
+                f"Expected positions with {self.num_axes} coordinate(s) in the last dimension, got shape "
+                f"{tuple(positions.shape)}."
+            )
+        inv_freq, axis_index = self.inverse_frequencies(positions.device)
+        freqs = positions.float()[..., axis_index] * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, axis_dims={self.axis_dims}, theta={self.theta}"
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Rotate half of the last dimension: `(x1, x2) -> (-x2, x1)`."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_pos_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x [batch, heads, seq, dim]` by tables `cos/sin` of shape `[seq, dim]` or `[batch, seq, dim]`."""
+    if cos.dim() == 3:
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + rotate_half(x) * sin
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Attention
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """`[batch, kv_heads, seq, dim] -> [batch, kv_heads * n_rep, seq, dim]` (grouped-query attention)."""
+    if n_rep == 1:
+        return hidden_states
+    batch, kv_heads, seq_len, head_dim = hidden_states.shape
+    hidden_states = hidden_states[:, :, None].expand(batch, kv_heads, n_rep, seq_len, head_dim)
+    return hidden_states.reshape(batch, kv_heads * n_rep, seq_len, head_dim)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference attention. `query [B, H, Lq, D]`, `key/value [B, KVH, Lk, D]`; `attention_mask` is additive (float,
+    as made by transformers' mask utilities for `eager`) or boolean (True = attend), broadcastable to `[B, H, Lq, Lk]`.
+
+    Returns `(output [B, Lq, H, Dv], weights [B, H, Lq, Lk])`.
+    """
+    n_rep = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+        else:
+            attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def dispatch_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run attention with the implementation chosen by `module.config._attn_implementation`.
+
+    `module` provides `config`, `scaling`, `attention_dropout`, `is_causal` and `num_key_value_groups`, as transformers'
+    attention functions expect. Returns `(output [B, Lq, H * Dv], weights or None)`.
+    """
+    attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+        module.config._attn_implementation, eager_attention_forward
+    )
+    attn_output, attn_weights = attention_interface(
+        module,
+        query,
+        key,
+        value,
+        attention_mask,
+        scaling=module.scaling,
+        dropout=module.attention_dropout if module.training else 0.0,
+        **kwargs,
+    )
+    return attn_output.reshape(*attn_output.shape[:2], -1), attn_weights
+
+
+class OmniAttention(nn.Module):
+    """Multi-head (grouped-query) self- or cross-attention with optional rotary embeddings.
+
+    Projections are named `q_proj`, `k_proj`, `v_proj`, `o_proj` (the usual PEFT LoRA targets).
+
+    Args:
+        config: the model config; only its `_attn_implementation` is read, at call time.
+        hidden_size: model width `D`.
+        num_heads: query heads `H` (`D` must be divisible by `H`).
+        num_key_value_heads: key/value heads (defaults to `num_heads`; must divide it).
+        bias: whether the projections have biases.
+        attention_dropout: dropout on attention probabilities in training.
+    """
+
+    def __init__(
+        self,
+        config,
+        hidden_size: int,
+        num_heads: int,
+        num_key_value_heads: int | None = None,
+        bias: bool = True,
+        attention_dropout: float = 0.0,
+        is_causal: bool = False,
+    ):
+        super().__init__()
+        num_key_value_heads = num_key_value_heads or num_heads
+        if hidden_size % num_heads != 0:
+            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads}).")
+        if num_heads % num_key_value_heads != 0:
+            raise ValueError(
+                f"num_heads ({num_heads}) must be divisible by num_key_value_heads ({num_key_value_heads})."
+            )
+        self.config = config
+        self.num_heads = num_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.num_key_value_groups = num_heads // num_key_value_heads
+        self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = attention_dropout
+        self.is_causal = is_causal
+
+        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(hidden_size, num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(hidden_size, num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=bias)
+
+    def project(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries `[B, H, Lq, d]`, keys and values `[B, KVH, Lk, d]`, rotated when `position_embeddings` is given."""
+        source = hidden_states if key_value_states is None else key_value_states
+        query = self.q_proj(hidden_states).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        key = self.k_proj(source).unflatten(-1, (self.num_key_value_heads, self.head_dim)).transpose(1, 2)
+        value = self.v_proj(source).unflatten(-1, (self.num_key_value_heads, self.head_dim)).transpose(1, 2)
+        if position_embeddings is not None:
+            cos, sin = position_embeddings
+            query = apply_rotary_pos_emb(query, cos, sin)
+            key = apply_rotary_pos_emb(key, cos, sin)
+        return query, key, value
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            hidden_states: `[B, Lq, D]` queries (and keys/values for self-attention).
+            key_value_states: `[B, Lk, D]` for cross-attention.
+            position_embeddings: `(cos, sin)` from [`OmniRotaryEmbedding`], self-attention only.
+            attention_mask: in the format of the selected attention implementation (see transformers' mask utilities).
+
+        Returns:
+            `(output [B, Lq, D], attention weights [B, H, Lq, Lk] or None)`.
+        """
+        query, key, value = self.project(hidden_states, key_value_states, position_embeddings)
+        attn_output, attn_weights = dispatch_attention(self, query, key, value, attention_mask, **kwargs)
+        return self.o_proj(attn_output), attn_weights
+
+
+class OmniLatentCache:
+    """K/V cache of rotary multi-head latent attention: per layer and token it holds only the normalised latent
+    (`kv_lora_rank` values) and the shared rotary key (`qk_rope_head_dim` values), never the expanded K/V heads.
+    """
+
+    def __init__(self):
+        self.latents: list[torch.Tensor] = []
+        self.rope_keys: list[torch.Tensor] = []
+
+    def update(
+        self, latent: torch.Tensor, rope_key: torch.Tensor, layer_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append `latent [B, L, r]` and `rope_key [B, L, d_rope]` to layer `layer_idx`; return everything cached."""
+        if layer_idx == len(self.latents):
+            self.latents.append(latent)
+            self.rope_keys.append(rope_key)
+        elif layer_idx < len(self.latents):
+            self.latents[layer_idx] = torch.cat([self.latents[layer_idx], latent], dim=1)
+            self.rope_keys[layer_idx] = torch.cat([self.rope_keys[layer_idx], rope_key], dim=1)
+        else:
+            raise ValueError(f"Layer {layer_idx} updated before layer {len(self.latents)} of the latent cache.")
+        return self.latents[layer_idx], self.rope_keys[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.latents[layer_idx].shape[1] if layer_idx < len(self.latents) else 0
+
+    def memory_bytes(self) -> int:
+        """Bytes held by all cached tensors."""
+        tensors = self.latents + self.rope_keys
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+
+class OmniLatentAttention(nn.Module):
+    """Rotary multi-head latent attention (RMLA).
+
+    Keys and values are compressed into one latent vector per token (`kv_a_proj`, `kv_lora_rank` wide, normalised by
+    `kv_a_layernorm`) and expanded again to `num_key_value_heads` grouped K/V heads (`kv_b_proj`). Rotary position
+    information is carried by a decoupled part of every query head and by one rotary key shared by all heads, so the
+    latent itself stays position-free and a cache only needs `kv_lora_rank + qk_rope_head_dim` values per token.
+
+    Each query/key head is `[nope (qk_head_dim - qk_rope_head_dim) | rope (qk_rope_head_dim)]`; value heads are
+    `v_head_dim` wide.
+    """
+
+    def __init__(
+        self,
+        config,
+        hidden_size: int,
+        num_heads: int,
+        num_key_value_heads: int,
+        kv_lora_rank: int,
+        qk_head_dim: int,
+        qk_rope_head_dim: int,
+        v_head_dim: int,
+        attention_dropout: float = 0.0,
+        layer_idx: int = 0,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        if num_heads % num_key_value_heads != 0:
+            raise ValueError(
+                f"num_heads ({num_heads}) must be divisible by num_key_value_heads ({num_key_value_heads})."
+            )
+        if not 0 < qk_rope_head_dim <= qk_head_dim or qk_rope_head_dim % 2 != 0:
+            raise ValueError(
+                f"qk_rope_head_dim ({qk_rope_head_dim}) must be even and in (0, qk_head_dim={qk_head_dim}]."
+            )
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = num_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.num_key_value_groups = num_heads // num_key_value_heads
+        self.kv_lora_rank = kv_lora_rank
+        self.qk_head_dim = qk_head_dim
+        self.qk_rope_head_dim = qk_rope_head_dim
+        self.qk_nope_head_dim = qk_head_dim - qk_rope_head_dim
+        self.v_head_dim = v_head_dim
+        self.scaling = qk_head_dim**-0.5
+        self.attention_dropout = attention_dropout
+        self.is_causal = False
+
+        self.q_proj = nn.Linear(hidden_size, num_heads * qk_head_dim, bias=False)
+        self.kv_a_proj = nn.Linear(hidden_size, kv_lora_rank + qk_rope_head_dim, bias=False)
+        self.kv_a_layernorm = nn.LayerNorm(kv_lora_rank, eps=eps)
+        self.kv_b_proj = nn.Linear(kv_lora_rank, num_key_value_heads * (self.qk_nope_head_dim + v_head_dim), bias=False)
+        self.o_proj = nn.Linear(num_heads * v_head_dim, hidden_size, bias=False)
+
+    def compress(
+        self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hidden_states [B, L, D]` -> `(latent [B, L, kv_lora_rank], rotated rope key [B, L, qk_rope_head_dim])`."""
+        latent, rope_key = self.kv_a_proj(hidden_states).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+        cos, sin = position_embeddings
+        rope_key = apply_rotary_pos_emb(rope_key.unsqueeze(1), cos, sin).squeeze(1)
+        return self.kv_a_layernorm(latent), rope_key
+
+    def expand(self, latent: torch.Tensor, rope_key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents `[B, L, r]` and rope keys `[B, L, d_rope]` -> keys `[B, KVH, L, qk_head_dim]`, values
+        `[B, KVH, L, v_head_dim]`."""
+        kv = self.kv_b_proj(latent).unflatten(-1, (self.num_key_value_heads, -1)).transpose(1, 2)
+        key_nope, value = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
+        rope_key = rope_key.unsqueeze(1).expand(-1, self.num_key_value_heads, -1, -1)
+        return torch.cat([key_nope, rope_key], dim=-1), value
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        cache: OmniLatentCache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            hidden_states: `[B, L, D]`.
+            position_embeddings: `(cos, sin)` of width `qk_rope_head_dim` for the `L` new positions.
+            attention_mask: over `[cached + L]` keys, in the format of the attention implementation.
+            cache: when given, the new latents are appended to it and the queries attend to all cached tokens.
+
+        Returns:
+            `(output [B, L, D], attention weights or None)`.
+        """
+        cos, sin = position_embeddings
+        query = self.q_proj(hidden_states).unflatten(-1, (self.num_heads, self.qk_head_dim)).transpose(1, 2)
+        query_nope, query_rope = query.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
+        query = torch.cat([query_nope, apply_rotary_pos_emb(query_rope, cos, sin)], dim=-1)
+
+        latent, rope_key = self.compress(hidden_states, position_embeddings)
+        if cache is not None:
+            latent, rope_key = cache.update(latent, rope_key, self.layer_idx)
+        key, value = self.expand(latent, rope_key)
+
+        attn_output, attn_weights = dispatch_attention(self, query, key, value, attention_mask, **kwargs)
+        return self.o_proj(attn_output), attn_weights
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Feed-forward layers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class OmniMLP(nn.Module):
+    """`fc2(act(fc1(x)))`, the transformer feed-forward layer (`D -> intermediate_size -> D`)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str = "gelu_pytorch_tanh", bias=True):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.act = ACT2FN[hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size, bias=bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class OmniGatedMLP(nn.Module):
+    """Gated feed-forward layer, SwiGLU by default: `down_proj(act(gate_proj(x)) * up_proj(x))`."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str = "silu", bias: bool = False):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self.act = ACT2FN[hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(hidden_states)) * self.up_proj(hidden_states))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Learned-query token compression (TiTok-style 1D tokenization)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class OmniTokenCompressor(nn.Module):
+    """Compress a token sequence to `num_tokens` learned-query tokens.
+
+    A pre-norm cross-attention block: learned queries attend to the (normalised) input tokens, then a feed-forward
+    layer, then a final LayerNorm. Used for TiTok compression of image patches and per-frame compression of video.
+
+    Args:
+        config: the owning model's config (for the attention implementation).
+        hidden_size, num_heads, intermediate_size, hidden_act, layer_norm_eps: block sizes.
+        num_tokens: number of output tokens (learned queries).
+    """
+
+    def __init__(
+        self,
+        config,
+        hidden_size: int,
+        num_heads: int,
+        num_tokens: int,
+        intermediate_size: int,
+        hidden_act: str = "gelu_pytorch_tanh",
+        layer_norm_eps: float = 1e-6,
+        attention_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.query_embeddings = nn.Parameter(torch.empty(num_tokens, hidden_size))
+        self.query_layernorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.input_layernorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.cross_attn = OmniAttention(config, hidden_size, num_heads, attention_dropout=attention_dropout)
+        self.post_attention_layernorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.mlp = OmniMLP(hidden_size, intermediate_size, hidden_act)
+        self.final_layernorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            hidden_states: `[B, N, D]` tokens to compress.
+            attention_mask: optional mask over the `N` inputs in the attention implementation's format.
+
+        Returns:
+            `(tokens [B, num_tokens, D], cross-attention weights [B, H, num_tokens, N] or None)`.
+        """
+        queries = self.query_embeddings.to(hidden_states.dtype).expand(hidden_states.shape[0], -1, -1)
+        attn_output, attn_weights = self.cross_attn(
+            self.query_layernorm(queries),
+            key_value_states=self.input_layernorm(hidden_states),
+            attention_mask=attention_mask,
+            **kwargs,
+        )
+        tokens = queries + attn_output
+        tokens = tokens + self.mlp(self.post_attention_layernorm(tokens))
+        return self.final_layernorm(tokens), attn_weights
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OmniClassifierOutput(ModelOutput):
+    """
+    Output of the omni-encoders classification heads (image, video and audio classification).
+
+    Args:
+        loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+            Classification loss, plus `aux_loss` weighted by the config's coefficient when the model has one.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Classification scores (before softmax).
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            The pooled embedding the classifier reads.
+        aux_loss (`torch.FloatTensor`, *optional*):
+            Auxiliary loss of the backbone (e.g. the video encoder's MoE load-balancing loss), unweighted.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of the backbone, when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights of the backbone, when `output_attentions=True` (eager attention only).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    aux_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None

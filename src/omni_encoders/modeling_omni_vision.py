@@ -1,0 +1,393 @@
+# Copyright 2026 The omni-encoders developers. Licensed under the Apache License, Version 2.0.
+"""The omni-encoders vision encoder: a pretrained vision tower, 2D-RoPE dual-stream blocks and TiTok compression."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_omni_vision import OmniVisionConfig
+from .modeling_omni_common import (
+    OmniAttention,
+    OmniClassifierOutput,
+    OmniMLP,
+    OmniRotaryEmbedding,
+    OmniTokenCompressor,
+    dispatch_attention,
+    grid_positions,
+)
+
+
+@dataclass
+class OmniVisionModelOutput(ModelOutput):
+    """
+    Output of [`OmniVisionModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_tokens, hidden_size)`):
+            The TiTok tokens (or the patch embeddings when the model has no token compressor).
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            Mean of `last_hidden_state` over tokens.
+        patch_embeddings (`torch.FloatTensor` of shape `(batch_size, grid_height * grid_width, hidden_size)`):
+            Patch features after the dual-stream blocks (streams averaged) and the final LayerNorm, row-major.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The backbone's hidden states followed by the (stream-averaged) output of every dual-stream block.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+            The backbone's attention weights followed by the joint attention weights of every dual-stream block,
+            `(batch_size, num_heads, 2 * num_patches, 2 * num_patches)`. Eager attention only.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    patch_embeddings: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class OmniDualStreamBranch(nn.Module):
+    """The weights of one stream of a dual-stream block: pre-norm attention projections and a feed-forward layer."""
+
+    def __init__(self, config: OmniVisionConfig):
+        super().__init__()
+        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = OmniAttention(
+            config, config.hidden_size, config.num_attention_heads, attention_dropout=config.attention_dropout
+        )
+        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = OmniMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+
+
+class OmniDualStreamBlock(GradientCheckpointingLayer):
+    """SD3/Flux-style dual-stream block.
+
+    Two streams with separate weights; the queries of both attend over the concatenated keys/values of both (one
+    joint attention call over `2 * N` tokens), then each stream runs its own feed-forward layer.
+    """
+
+    def __init__(self, config: OmniVisionConfig):
+        super().__init__()
+        self.stream_a = OmniDualStreamBranch(config)
+        self.stream_b = OmniDualStreamBranch(config)
+
+    def forward(
+        self,
+        hidden_states_a: torch.Tensor,
+        hidden_states_b: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            hidden_states_a, hidden_states_b: `[B, N, D]` the two streams over the same `N` patches.
+            position_embeddings: `(cos, sin)` `[N, head_dim]` for the patch grid, shared by both streams.
+
+        Returns:
+            `(stream a [B, N, D], stream b [B, N, D], joint attention weights [B, H, 2N, 2N] or None)`.
+        """
+        num_patches = hidden_states_a.shape[1]
+        attn_a, attn_b = self.stream_a.self_attn, self.stream_b.self_attn
+        query_a, key_a, value_a = attn_a.project(
+            self.stream_a.input_layernorm(hidden_states_a), position_embeddings=position_embeddings
+        )
+        query_b, key_b, value_b = attn_b.project(
+            self.stream_b.input_layernorm(hidden_states_b), position_embeddings=position_embeddings
+        )
+        joint_output, attn_weights = dispatch_attention(
+            attn_a,
+            torch.cat([query_a, query_b], dim=2),
+            torch.cat([key_a, key_b], dim=2),
+            torch.cat([value_a, value_b], dim=2),
+            **kwargs,
+        )
+        output_a, output_b = joint_output.split(num_patches, dim=1)
+        hidden_states_a = hidden_states_a + attn_a.o_proj(output_a)
+        hidden_states_b = hidden_states_b + attn_b.o_proj(output_b)
+        hidden_states_a = hidden_states_a + self.stream_a.mlp(self.stream_a.post_attention_layernorm(hidden_states_a))
+        hidden_states_b = hidden_states_b + self.stream_b.mlp(self.stream_b.post_attention_layernorm(hidden_states_b))
+        return hidden_states_a, hidden_states_b, attn_weights
+
+
+class OmniVisionPreTrainedModel(PreTrainedModel):
+    config: OmniVisionConfig
+    config_class = OmniVisionConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["OmniDualStreamBlock", "OmniTokenCompressor"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, OmniTokenCompressor):
+            init.normal_(module.query_embeddings, mean=0.0, std=std)
+
+
+class OmniVisionModel(OmniVisionPreTrainedModel):
+    """
+    The vision encoder: `pixel_values [B, 3, H, W]` -> backbone patch features -> 2D rotary dual-stream blocks ->
+    TiTok compression -> `last_hidden_state [B, num_tokens, D]`, plus `patch_embeddings [B, (H/p)*(W/p), D]` and a
+    pooled embedding.
+
+    Any `H` and `W` work, square or not: the patch grid is `(H // patch_size, W // patch_size)` (as the backbone's patch
+    convolution sees it), the backbone's position embeddings are interpolated to it and the rotary tables are built
+    for it.
+
+    Args:
+        config ([`OmniVisionConfig`]): model configuration.
+        add_token_compressor (`bool`, defaults to `True`): build the TiTok compressor. The video encoder reuses this
+            model without it and gets the patch embeddings as `last_hidden_state`.
+    """
+
+    def __init__(self, config: OmniVisionConfig, add_token_compressor: bool = True):
+        super().__init__(config)
+        self.backbone = AutoModel.from_config(config.backbone_config)
+        head_dim = config.hidden_size // config.num_attention_heads
+        self.rotary_emb = OmniRotaryEmbedding(head_dim, num_axes=2, theta=config.rope_theta)
+        self.layers = nn.ModuleList([OmniDualStreamBlock(config) for _ in range(config.num_hidden_layers)])
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.compressor = (
+            OmniTokenCompressor(
+                config,
+                config.hidden_size,
+                config.num_attention_heads,
+                config.num_tokens,
+                config.intermediate_size,
+                config.hidden_act,
+                config.layer_norm_eps,
+                config.attention_dropout,
+            )
+            if add_token_compressor and config.num_tokens > 0
+            else None
+        )
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @classmethod
+    def from_backbone_pretrained(
+        cls, backbone_name_or_path: str, config: OmniVisionConfig | None = None, **kwargs
+    ) -> OmniVisionModel:
+        """Build a fresh model around a pretrained vision tower, in one call.
+
+        Args:
+            backbone_name_or_path: a Hub id or local folder of a SigLIP, SigLIP2 or CLIP checkpoint (vision-only or
+                full image-text; only the vision tower is loaded).
+            config: an [`OmniVisionConfig`] for the layers on top; its `backbone_config` is replaced by the
+                checkpoint's. Other keyword arguments go to the new config (e.g. `num_tokens=64`) and to
+                `from_pretrained` (`dtype`, `revision`, `cache_dir`, `token`, `local_files_only`).
+
+        Example:
+
+        ```python
+        >>> model = OmniVisionModel.from_backbone_pretrained("google/siglip-so400m-patch14-384", num_tokens=256)
+        ```
+        """
+        hub_kwargs = {
+            key: kwargs.pop(key)
+            for key in ("revision", "cache_dir", "token", "local_files_only", "dtype", "attn_implementation")
+            if key in kwargs
+        }
+        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path, **{
+            k: v for k, v in hub_kwargs.items() if k not in ("dtype", "attn_implementation")
+        })
+        backbone_config = getattr(backbone_config, "vision_config", backbone_config)
+        if config is None:
+            config = OmniVisionConfig(backbone_config=backbone_config, **kwargs)
+        else:
+            config = OmniVisionConfig.from_dict({**config.to_dict(), "backbone_config": backbone_config.to_dict(), **kwargs})
+        backbone_class = type(AutoModel.from_config(backbone_config))
+        backbone = backbone_class.from_pretrained(backbone_name_or_path, config=backbone_config, **hub_kwargs)
+        model = cls(config)
+        model.backbone.load_state_dict(backbone.state_dict())
+        return model.to(backbone.dtype)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def patch_grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
+        """Validate `pixel_values [B, C, H, W]` and return the patch grid `(H // patch_size, W // patch_size)`.
+
+        Like the backbone's patch convolution, trailing rows/columns that do not fill a whole patch are ignored (SigLIP
+        so400m-patch14-384 turns 384 px into a 27×27 grid).
+        """
+        backbone_config = self.config.backbone_config
+        if pixel_values.dim() != 4:
+            raise ValueError(
+                f"pixel_values must have shape [batch, channels, height, width], got {tuple(pixel_values.shape)}."
+            )
+        if pixel_values.shape[1] != backbone_config.num_channels:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[1]} channels, the backbone expects "
+                f"{backbone_config.num_channels} (shape [batch, channels, height, width])."
+            )
+        height, width = pixel_values.shape[-2:]
+        patch_size = self.config.patch_size
+        if height < patch_size or width < patch_size:
+            raise ValueError(
+                f"Image size {height}x{width} is smaller than one {patch_size}x{patch_size} patch; resize it (e.g. "
+                "with the model's image processor)."
+            )
+        return height // patch_size, width // patch_size
+
+    def backbone_features(
+        self, pixel_values: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[int, int], ModelOutput]:
+        """Patch features of the backbone, `[B, grid_h * grid_w, D]` row-major, with the grid and its raw output."""
+        grid_height, grid_width = self.patch_grid(pixel_values)
+        backbone_config = self.config.backbone_config
+        capture = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        if backbone_config.model_type == "siglip2_vision_model":
+            # SigLIP2 takes pre-patchified pixels: (patch_row, patch_col, channel) within each patch, row-major patches.
+            batch_size, channels = pixel_values.shape[:2]
+            patch_size = self.config.patch_size
+            pixel_values = pixel_values[..., : grid_height * patch_size, : grid_width * patch_size]
+            patches = pixel_values.reshape(batch_size, channels, grid_height, patch_size, grid_width, patch_size)
+            patches = patches.permute(0, 2, 4, 3, 5, 1).reshape(batch_size, grid_height * grid_width, -1)
+            outputs = self.backbone(
+                pixel_values=patches,
+                pixel_attention_mask=torch.ones(patches.shape[:2], dtype=torch.long, device=patches.device),
+                spatial_shapes=torch.tensor([[grid_height, grid_width]] * batch_size, device=patches.device),
+                **capture,
+            )
+            return outputs.last_hidden_state, (grid_height, grid_width), outputs
+
+        native = self.config.image_size
+        interpolate = tuple(pixel_values.shape[-2:]) != (native, native)
+        outputs = self.backbone(pixel_values=pixel_values, interpolate_pos_encoding=interpolate, **capture)
+        features = outputs.last_hidden_state
+        if backbone_config.model_type == "clip_vision_model":
+            features = features[:, 1:]  # drop the class token
+        return features, (grid_height, grid_width), outputs
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> OmniVisionModelOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalised pixels, e.g. from [`OmniVisionImageProcessor`]. Pixels beyond the last whole patch are
+                ignored.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from omni_encoders import OmniVisionConfig, OmniVisionModel
+        >>> model = OmniVisionModel(OmniVisionConfig())
+        >>> outputs = model(torch.randn(1, 3, 384, 384))
+        >>> outputs.last_hidden_state.shape, outputs.patch_embeddings.shape
+        (torch.Size([1, 256, 1152]), torch.Size([1, 729, 1152]))
+        ```
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        features, grid, backbone_outputs = self.backbone_features(
+            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        all_hidden_states = tuple(backbone_outputs.hidden_states) if output_hidden_states else None
+        all_attentions = tuple(backbone_outputs.attentions) if output_attentions else None
+
+        position_embeddings = self.rotary_emb(grid_positions(grid, device=features.device))
+        stream_a = stream_b = features
+        for block in self.layers:
+            stream_a, stream_b, attn_weights = block(stream_a, stream_b, position_embeddings)
+            if output_hidden_states:
+                all_hidden_states += ((stream_a + stream_b) / 2,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        patch_embeddings = self.post_layernorm((stream_a + stream_b) / 2)
+
+        tokens = patch_embeddings if self.compressor is None else self.compressor(patch_embeddings)[0]
+        output = OmniVisionModelOutput(
+            last_hidden_state=tokens,
+            pooler_output=tokens.mean(dim=1),
+            patch_embeddings=patch_embeddings,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class OmniVisionForImageClassification(OmniVisionPreTrainedModel):
+    """[`OmniVisionModel`] with a linear classifier on the pooled TiTok tokens."""
+
+    def __init__(self, config: OmniVisionConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = OmniVisionModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = (
+            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> OmniClassifierOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalised pixels.
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Class indices in `[0, num_labels)` (float targets for regression or multi-label problems); the loss
+                follows `config.problem_type` as in transformers' classifiers.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        output = OmniClassifierOutput(
+            loss=loss,
+            logits=logits,
+            pooler_output=outputs.pooler_output,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+OmniVisionModel.register_for_auto_class("AutoModel")
+OmniVisionForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "OmniVisionForImageClassification",
+    "OmniVisionModel",
+    "OmniVisionModelOutput",
+    "OmniVisionPreTrainedModel",
+]

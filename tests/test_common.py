@@ -1,0 +1,152 @@
+"""Shared building blocks: rotary tables, attention dispatch, latent attention and its cache."""
+
+import pytest
+import torch
+
+from helpers import max_abs_diff
+from omni_encoders.modeling_omni_common import (
+    OmniAttention,
+    OmniLatentAttention,
+    OmniLatentCache,
+    OmniRotaryEmbedding,
+    apply_rotary_pos_emb,
+    grid_positions,
+    split_rotary_dims,
+)
+
+
+class _Config:
+    """Stands in for a model config: the attention layers read only `_attn_implementation`."""
+
+    def __init__(self, attn_implementation="eager"):
+        self._attn_implementation = attn_implementation
+
+
+def test_split_rotary_dims():
+    assert split_rotary_dims(144, 2) == [72, 72]
+    assert split_rotary_dims(128, 3) == [42, 42, 44]
+    assert sum(split_rotary_dims(96, 3)) == 96
+    with pytest.raises(ValueError, match="even"):
+        split_rotary_dims(7, 1)
+
+
+def test_grid_positions_are_row_major_xy_t():
+    pos = grid_positions((2, 3, 4))  # (frames, height, width)
+    assert pos.shape == (24, 3)
+    # flat index = t * 12 + y * 4 + x, columns are (x, y, t)
+    flat = pos[:, 2] * 12 + pos[:, 1] * 4 + pos[:, 0]
+    assert torch.equal(flat, torch.arange(24))
+
+
+def test_rotary_tables_match_per_cell_formula():
+    rope = OmniRotaryEmbedding(head_dim=12, num_axes=3, theta=100.0)
+    pos = grid_positions((2, 3, 2))
+    cos, sin = rope(pos)
+    dims = split_rotary_dims(12, 3)
+    for row, (x, y, t) in enumerate(pos.tolist()):
+        angles = []
+        for coord, dim in zip((x, y, t), dims):
+            angles += [coord / 100.0 ** (2 * i / dim) for i in range(dim // 2)]
+        angles = torch.tensor(angles * 2)
+        assert torch.allclose(cos[row], angles.cos(), atol=1e-6)
+        assert torch.allclose(sin[row], angles.sin(), atol=1e-6)
+
+
+@pytest.mark.parametrize("num_axes", [1, 2, 3])
+def test_rotary_scores_depend_only_on_offsets(num_axes):
+    """q·k after rotation depends only on the coordinate differences of the two tokens."""
+    head_dim = 24
+    rope = OmniRotaryEmbedding(head_dim, num_axes=num_axes)
+    q, k = torch.randn(head_dim), torch.randn(head_dim)
+
+    def score(pos_q, pos_k):
+        cos, sin = rope(torch.tensor([pos_q, pos_k], dtype=torch.float32))
+        rq = apply_rotary_pos_emb(q.view(1, 1, 1, -1), cos[:1], sin[:1])
+        rk = apply_rotary_pos_emb(k.view(1, 1, 1, -1), cos[1:], sin[1:])
+        return (rq * rk).sum().item()
+
+    base_q, base_k = [3.0, 1.0, 2.0][:num_axes], [1.0, 4.0, 0.0][:num_axes]
+    shift = [5.0, -2.0, 7.0][:num_axes]
+    shifted_q = [a + s for a, s in zip(base_q, shift)]
+    shifted_k = [a + s for a, s in zip(base_k, shift)]
+    assert score(base_q, base_k) == pytest.approx(score(shifted_q, shifted_k), abs=1e-4)
+    other_k = list(base_k)
+    other_k[-1] += 1.0
+    assert abs(score(base_q, base_k) - score(base_q, other_k)) > 1e-4
+
+
+def test_attention_implementations_agree():
+    torch.manual_seed(0)
+    attn = OmniAttention(_Config("eager"), hidden_size=32, num_heads=4, num_key_value_heads=2).eval()
+    x, ctx = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    rope = OmniRotaryEmbedding(8, num_axes=1)
+    pe = rope(torch.arange(5))
+    eager_self, weights = attn(x, position_embeddings=pe)
+    eager_cross, _ = attn(x, key_value_states=ctx)
+    attn.config._attn_implementation = "sdpa"
+    sdpa_self, no_weights = attn(x, position_embeddings=pe)
+    sdpa_cross, _ = attn(x, key_value_states=ctx)
+    assert weights.shape == (2, 4, 5, 5) and no_weights is None
+    assert max_abs_diff(eager_self, sdpa_self) < 1e-5
+    assert max_abs_diff(eager_cross, sdpa_cross) < 1e-5
+
+
+def _latent_attention(impl="eager"):
+    return OmniLatentAttention(
+        _Config(impl), hidden_size=32, num_heads=4, num_key_value_heads=2, kv_lora_rank=8, qk_head_dim=12,
+        qk_rope_head_dim=4, v_head_dim=8,
+    ).eval()
+
+
+def test_latent_attention_matches_explicit_computation():
+    torch.manual_seed(0)
+    attn = _latent_attention()
+    x = torch.randn(2, 6, 32)
+    cos, sin = OmniRotaryEmbedding(4)(torch.arange(6))
+    out, _ = attn(x, (cos, sin))
+
+    # Explicit: expand every head from the latent by hand.
+    q = attn.q_proj(x).view(2, 6, 4, 12)
+    ckv = attn.kv_a_proj(x)
+    latent = torch.nn.functional.layer_norm(ckv[..., :8], (8,), attn.kv_a_layernorm.weight, attn.kv_a_layernorm.bias)
+    k_rope = ckv[..., 8:]
+    kv = attn.kv_b_proj(latent).view(2, 6, 2, 16)
+    k_nope, v = kv[..., :8], kv[..., 8:]
+
+    def rot(t):  # t [..., 6, 4] with positions on dim -2
+        return t * cos + torch.cat([-t[..., 2:], t[..., :2]], -1) * sin
+
+    q_rope = rot(q[..., 8:].transpose(1, 2))  # [2, 4, 6, 4]
+    q_full = torch.cat([q[..., :8].transpose(1, 2), q_rope], -1)
+    k_full = torch.cat([k_nope.transpose(1, 2), rot(k_rope)[:, None].expand(2, 2, 6, 4)], -1)
+    k_full = k_full.repeat_interleave(2, dim=1)
+    v_full = v.transpose(1, 2).repeat_interleave(2, dim=1)
+    probs = (q_full @ k_full.transpose(-1, -2) / 12**0.5).softmax(-1)
+    expected = attn.o_proj((probs @ v_full).transpose(1, 2).reshape(2, 6, 32))
+    assert max_abs_diff(out, expected) < 1e-5
+
+    attn.config._attn_implementation = "sdpa"
+    assert max_abs_diff(attn(x, (cos, sin))[0], expected) < 1e-5
+
+
+def test_latent_cache_holds_only_latents_and_matches_full_pass():
+    torch.manual_seed(0)
+    attn = _latent_attention()
+    x = torch.randn(1, 10, 32)
+    rope = OmniRotaryEmbedding(4)
+    cache = OmniLatentCache()
+    # Causal chunks through the cache vs. one pass with a causal mask.
+    chunks = []
+    for start, end in ((0, 4), (4, 7), (7, 10)):
+        length = end
+        mask = torch.ones(end - start, length, dtype=torch.bool).tril(diagonal=start)[None, None]
+        out, _ = attn(x[:, start:end], rope(torch.arange(start, end)), attention_mask=mask, cache=cache)
+        chunks.append(out)
+    full_mask = torch.ones(10, 10, dtype=torch.bool).tril()[None, None]
+    full, _ = attn(x, rope(torch.arange(10)), attention_mask=full_mask)
+    assert max_abs_diff(torch.cat(chunks, 1), full) < 1e-5
+    # Per token: kv_lora_rank + qk_rope_head_dim values, not 2 * kv_heads * head_dim.
+    assert cache.get_seq_length() == 10
+    assert cache.memory_bytes() == 10 * (8 + 4) * 4
+    expanded_bytes = 10 * 2 * (12 + 8) * 4
+    assert cache.memory_bytes() < expanded_bytes
