@@ -150,3 +150,22 @@ def test_latent_cache_holds_only_latents_and_matches_full_pass():
     assert cache.memory_bytes() == 10 * (8 + 4) * 4
     expanded_bytes = 10 * 2 * (12 + 8) * 4
     assert cache.memory_bytes() < expanded_bytes
+
+
+def test_mel_spectrogram_frames_and_padding_invariance():
+    from omni_encoders.modeling_omni_common import OmniMelSpectrogram, mel_frame_count
+
+    mel = OmniMelSpectrogram(sampling_rate=16000, n_fft=1024, hop_length=256, n_mels=80)
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 440 * t)
+    spec = mel(tone)
+    assert spec.shape == (mel_frame_count(16000, 256), 80) == (62, 80)
+    # 440 Hz lands in the low mel bins: the loudest bin of a middle frame is well below the middle of the range.
+    assert spec[30].argmax() < 20
+    # A shorter clip zero-padded into a batch gives the same frames as the clip alone.
+    short = tone[:5120]
+    batch = torch.stack([tone, torch.nn.functional.pad(short, (0, 16000 - 5120))])
+    batched = mel(batch)
+    assert torch.allclose(batched[1, : 5120 // 256], mel(short), atol=1e-5)
+    with pytest.raises(ValueError, match="shorter than one frame"):
+        mel(torch.zeros(100))

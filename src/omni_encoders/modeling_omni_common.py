@@ -4,7 +4,7 @@
 One place for: axis-factorised rotary position tables (1D audio, 2D images, 3D video), the dispatch to transformers'
 attention interface (`eager`, `sdpa`, `flash_attention_*`, `flex_attention`), a general self/cross attention layer,
 rotary multi-head latent attention (RMLA) with its latent K/V cache, the feed-forward layers, the learned-query token
-compressor (TiTok-style) and the output classes of the task heads.
+compressor (TiTok-style), a batched torch log-mel spectrogram and the output classes of the task heads.
 """
 
 from __future__ import annotations
@@ -508,6 +508,102 @@ class OmniTokenCompressor(nn.Module):
         tokens = queries + attn_output
         tokens = tokens + self.mlp(self.post_attention_layernorm(tokens))
         return self.final_layernorm(tokens), attn_weights
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Audio features
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def mel_frame_count(num_samples: int | torch.Tensor, hop_length: int) -> int | torch.Tensor:
+    """Number of frames [`OmniMelSpectrogram`] gives for `num_samples` samples: `num_samples // hop_length`."""
+    return num_samples // hop_length
+
+
+class OmniMelSpectrogram(nn.Module):
+    """Log-mel spectrogram computed in torch, batched (one `torch.stft` call for the whole batch).
+
+    The signal is zero-padded by `(n_fft - hop_length) // 2` on each side and framed without centring, so a waveform
+    of `S` samples gives exactly `S // hop_length` frames (`hop_length` samples per frame, as a vocoder that upsamples
+    by `hop_length` needs). Zero padding (not reflection) keeps a padded batch equal, frame for frame, to each item
+    alone on its valid frames. Mel filters are Slaney-scale (transformers' `mel_filter_bank`); the output is
+    `log(clamp(mel, min=eps))`.
+
+    The window and filters are derived data, rebuilt per device on first use, so the module has no state to save.
+
+    Args:
+        sampling_rate: sample rate of the input.
+        n_fft: FFT size; `win_length` defaults to it.
+        hop_length: samples per frame.
+        n_mels: number of mel bins.
+        f_min, f_max: mel filter range in Hz (`f_max` defaults to Nyquist).
+        power: 1.0 for a magnitude spectrogram, 2.0 for power.
+        eps: floor before the log.
+    """
+
+    def __init__(
+        self,
+        sampling_rate: int = 16000,
+        n_fft: int = 1024,
+        hop_length: int = 256,
+        n_mels: int = 80,
+        win_length: int | None = None,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        power: float = 1.0,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        if (n_fft - hop_length) % 2 != 0 or hop_length > n_fft:
+            raise ValueError(f"n_fft - hop_length must be even and >= 0, got n_fft={n_fft}, hop_length={hop_length}.")
+        self.sampling_rate = sampling_rate
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.win_length = win_length or n_fft
+        self.n_mels = n_mels
+        self.f_min = f_min
+        self.f_max = f_max if f_max is not None else sampling_rate / 2
+        self.power = power
+        self.eps = eps
+        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(window [win_length], mel filters [n_fft // 2 + 1, n_mels])` in float32 on `device`."""
+        key = str(device)
+        if key not in self._tables:
+            from transformers.audio_utils import mel_filter_bank
+
+            filters = mel_filter_bank(
+                num_frequency_bins=self.n_fft // 2 + 1,
+                num_mel_filters=self.n_mels,
+                min_frequency=self.f_min,
+                max_frequency=self.f_max,
+                sampling_rate=self.sampling_rate,
+                norm="slaney",
+                mel_scale="slaney",
+            )
+            window = torch.hann_window(self.win_length, device=device, dtype=torch.float32)
+            self._tables[key] = (window, torch.as_tensor(filters, dtype=torch.float32, device=device))
+        return self._tables[key]
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """`waveforms [B, S]` (or `[S]`) -> log-mel `[B, S // hop_length, n_mels]` in float32."""
+        squeeze = waveforms.dim() == 1
+        waveforms = waveforms[None] if squeeze else waveforms
+        if waveforms.shape[-1] < self.hop_length:
+            raise ValueError(
+                f"Audio of {waveforms.shape[-1]} samples is shorter than one frame ({self.hop_length} samples)."
+            )
+        window, filters = self.tables(waveforms.device)
+        pad = (self.n_fft - self.hop_length) // 2
+        padded = nn.functional.pad(waveforms.float(), (pad, pad))
+        spectrum = torch.stft(
+            padded, self.n_fft, self.hop_length, self.win_length, window, center=False, return_complex=True
+        )
+        magnitude = spectrum.abs().pow(self.power) if self.power != 1.0 else spectrum.abs()
+        mel = torch.matmul(magnitude.transpose(1, 2), filters)
+        mel = torch.log(torch.clamp(mel, min=self.eps))
+        return mel[0] if squeeze else mel
 
 
 # --------------------------------------------------------------------------------------------------------------------
