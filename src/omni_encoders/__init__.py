@@ -10,8 +10,13 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForVideoClassification,
 )
 
+# `transformers.AutoVideoProcessor` is a placeholder that raises when torchvision is missing; the class itself is not.
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
+from .configuration_omni_video import OmniVideoConfig
 from .configuration_omni_vision import OmniVisionConfig
 from .image_processing_omni_vision import OmniVisionImageProcessor
 from .modeling_omni_vision import (
@@ -20,6 +25,13 @@ from .modeling_omni_vision import (
     OmniVisionModelOutput,
     OmniVisionPreTrainedModel,
 )
+from .modeling_omni_video import (
+    OmniVideoForVideoClassification,
+    OmniVideoModel,
+    OmniVideoModelOutput,
+    OmniVideoPreTrainedModel,
+)
+from .video_processing_omni_video import OmniVideoVideoProcessor
 
 
 __version__ = "0.1.0"
@@ -30,7 +42,19 @@ AutoModel.register(OmniVisionConfig, OmniVisionModel, exist_ok=True)
 AutoModelForImageClassification.register(OmniVisionConfig, OmniVisionForImageClassification, exist_ok=True)
 AutoImageProcessor.register(OmniVisionConfig, image_processor_classes={"pil": OmniVisionImageProcessor}, exist_ok=True)
 
+# Video
+AutoConfig.register(OmniVideoConfig.model_type, OmniVideoConfig, exist_ok=True)
+AutoModel.register(OmniVideoConfig, OmniVideoModel, exist_ok=True)
+AutoModelForVideoClassification.register(OmniVideoConfig, OmniVideoForVideoClassification, exist_ok=True)
+AutoVideoProcessor.register(OmniVideoConfig, OmniVideoVideoProcessor, exist_ok=True)
+
 __all__ = [
+    "OmniVideoConfig",
+    "OmniVideoForVideoClassification",
+    "OmniVideoModel",
+    "OmniVideoModelOutput",
+    "OmniVideoPreTrainedModel",
+    "OmniVideoVideoProcessor",
     "OmniVisionConfig",
     "OmniVisionForImageClassification",
     "OmniVisionImageProcessor",
