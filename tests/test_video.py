@@ -297,6 +297,7 @@ def test_sdpa_agrees_with_eager():
         expected = model(x, frame_mask=frame_mask)
         model.set_attn_implementation("sdpa")
         assert model.vision_model.backbone.config._attn_implementation == "sdpa"
+        assert model.layers[0].temporal_attn.config._attn_implementation == "sdpa"
         out = model(x, frame_mask=frame_mask)
     assert max_abs_diff(out.last_hidden_state, expected.last_hidden_state) < 1e-4
     assert max_abs_diff(out.aux_loss, expected.aux_loss) < 1e-5
@@ -535,6 +536,10 @@ def test_processor_samples_frames_uniformly_or_at_fps(processor, video_files):
     with_metadata = processor(gray_ramp(12), fps=5, video_metadata={"total_num_frames": 12, "fps": 10},
                               return_tensors="pt", return_metadata=True)
     assert with_metadata.video_metadata[0].frames_indices == [0, 2, 4, 6, 8, 10]
+
+    fps_processor = OmniVideoVideoProcessor(size={"height": 28, "width": 28}, fps=2.5)
+    by_fps = fps_processor(str(video_files / "ramp.mp4"), return_tensors="pt", return_metadata=True)
+    assert by_fps.video_metadata[0].frames_indices == [0, 4, 8]
 
     everything = processor(gray_ramp(7), do_sample_frames=False, return_tensors="pt")
     assert everything.pixel_values_videos.shape[1] == 7 and bool(everything.frame_mask.all())

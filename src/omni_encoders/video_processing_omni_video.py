@@ -216,8 +216,8 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
         num_frames (`int`, *optional*, defaults to 16):
             Frames to sample uniformly per video when `do_sample_frames`. Mutually exclusive with `fps`.
         fps (`float`, *optional*):
-            Sample this many frames per second of video instead (needs the video's frame rate: files have it, arrays
-            need `video_metadata`).
+            Sample this many frames per second of video instead, taking precedence over the processor's `num_frames`
+            (needs the video's frame rate: files have it, arrays need `video_metadata`).
         do_sample_frames (`bool`, *optional*, defaults to `True`):
             Whether to sample frames; with `False` every frame is kept.
         size (`dict`, *optional*, defaults to `{"height": 384, "width": 384}`):
@@ -237,9 +237,15 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
     model_input_names = ["pixel_values_videos", "frame_mask"]
 
     def preprocess(self, videos, **kwargs) -> BatchFeature:
+        """Decode, sample, resize and normalise `videos`, then pad them to a common number of frames.
+
+        Returns a [`BatchFeature`] with `pixel_values_videos [B, T, 3, H, W]` and `frame_mask [B, T]` (1 = real
+        frame), plus `video_metadata` with `return_metadata=True`. `T` is `num_frames` when sampling a fixed number of
+        frames, else the longest video's frame count.
+        """
         return_tensors = kwargs.pop("return_tensors", None)
-        if kwargs.get("fps") is not None:
-            kwargs.setdefault("num_frames", None)  # an explicit fps replaces the default frame count
+        if kwargs.get("fps", getattr(self, "fps", None)) is not None:
+            kwargs.setdefault("num_frames", None)  # sampling at an fps replaces the default frame count
         do_sample_frames = kwargs.get("do_sample_frames")
         do_sample_frames = self.do_sample_frames if do_sample_frames is None else do_sample_frames
         num_frames = kwargs.get("num_frames", self.num_frames)
