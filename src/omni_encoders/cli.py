@@ -80,7 +80,9 @@ def tour_vision(args: argparse.Namespace) -> None:
         raise SystemExit("vision encoder produced non-finite values")
 
 
-def write_moving_digit_video(path: str, num_frames: int = 24, size: int = 96, fps: int = 12, digit_index: int = 0) -> str:
+def write_moving_digit_video(
+    path: str, num_frames: int = 24, size: int = 96, fps: int = 12, digit_index: int = 0
+) -> str:
     """Write an mp4 (H.264, via PyAV) of a scikit-learn handwritten digit sliding from left to right: the direction of
     motion can only be told from the order of the frames. Returns `path`."""
     import av
@@ -150,7 +152,7 @@ def encode_videos(
         "build_seconds": build_seconds,
         "process_seconds": process_seconds,
         "forward_seconds": forward_seconds,
-        "finite": bool(torch.isfinite(outputs.last_hidden_state).all() and torch.isfinite(outputs.pooler_output).all()),
+        "finite": all(bool(torch.isfinite(t).all()) for t in (outputs.last_hidden_state, outputs.pooler_output)),
     }
 
 
@@ -158,8 +160,8 @@ def tour_video(args: argparse.Namespace) -> None:
     import tempfile
 
     _banner(f"Video encoder ({args.size} size, {args.dtype})")
-    # At full size every frame goes through SigLIP so400m: 4 frames per clip keep the CPU tour short (the model takes up
-    # to 32).
+    # At full size every frame goes through SigLIP so400m: 4 frames per clip keep the CPU tour short (the model takes
+    # up to 32).
     num_frames = 4 if args.size == "full" else 8
     with tempfile.TemporaryDirectory() as folder:
         clip = write_moving_digit_video(f"{folder}/digit_moving_right.mp4", num_frames=24)
@@ -168,7 +170,8 @@ def tour_video(args: argparse.Namespace) -> None:
               f"with PyAV; sampling {num_frames} frames per clip")
         report = encode_videos([clip, short], size=args.size, dtype=DTYPES[args.dtype], num_frames=num_frames)
     print(f"parameters: {report['parameters'] / 1e6:.1f} M (built in {report['build_seconds']:.1f} s)")
-    print(f"decoded + sampled + resized in {report['process_seconds'] * 1000:.0f} ms: frames {report['sampled_frames']}")
+    print(f"decoded, sampled and resized in {report['process_seconds'] * 1000:.0f} ms: "
+          f"frames {report['sampled_frames']}")
     print(f"pixel_values_videos {report['pixel_values_videos']}, frame_mask {report['frame_mask']}")
     print(f"-> tokens {report['tokens']} (valid per video {report['token_mask_sums']}), pooled {report['pooled']}, "
           f"MoE aux loss {report['aux_loss']:.3f}")

@@ -112,8 +112,8 @@ class OmniVideoConfig(PreTrainedConfig):
         head_dim = self.hidden_size // self.num_attention_heads
         if head_dim % 2 != 0 or head_dim < 6:
             raise ValueError(
-                f"The head dimension ({head_dim}) must be even and at least 6 so that the 3D rotary embedding can give "
-                "each of x, y and t a frequency pair."
+                f"The head dimension ({head_dim}) must be even and at least 6 so that the 3D rotary embedding can "
+                "give each of x, y and t a frequency pair."
             )
         if self.num_hidden_layers < 0:
             raise ValueError(f"num_hidden_layers must be >= 0, got {self.num_hidden_layers}.")

@@ -32,26 +32,27 @@ class OmniVideoModelOutput(ModelOutput):
     Output of [`OmniVideoModel`].
 
     Args:
-        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_frames * num_tokens_per_frame, hidden_size)`):
-            The compressed tokens, frame after frame (`num_tokens_per_frame` tokens per frame).
-        attention_mask (`torch.LongTensor` of shape `(batch_size, num_frames * num_tokens_per_frame)`):
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_frames * tokens_per_frame, hidden_size)`):
+            The compressed tokens, frame after frame (`tokens_per_frame = config.num_tokens_per_frame`).
+        attention_mask (`torch.LongTensor` of shape `(batch_size, num_frames * tokens_per_frame)`):
             1 for the tokens of real frames, 0 for those of padded frames (from `frame_mask`).
         pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
             Mean of `last_hidden_state` over the tokens of the real frames.
-        patch_embeddings (`torch.FloatTensor` of shape `(batch_size, num_frames, grid_height * grid_width, hidden_size)`):
-            Patch features after the video blocks and the final LayerNorm, before compression.
+        patch_embeddings (`torch.FloatTensor` of shape `(batch_size, num_frames, num_patches, hidden_size)`):
+            Patch features (`num_patches = grid_height * grid_width`, row-major) after the video blocks and the final
+            LayerNorm, before compression.
         aux_loss (`torch.FloatTensor` of shape `()`):
             Load-balancing loss of the temporal MoE layers over the tokens of real frames, averaged over layers (1.0
             for a perfectly balanced router), unweighted.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
             The per-frame vision features followed by the output of every video block, each
-            `(batch_size, num_frames * grid_height * grid_width, hidden_size)`.
+            `(batch_size, num_frames * num_patches, hidden_size)`.
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
-            Spatial attention weights of every block, `(batch_size * num_frames, num_heads, grid_height * grid_width,
-            grid_height * grid_width)`. Eager attention only.
+            Spatial attention weights of every block, `(batch_size * num_frames, num_heads, num_patches, num_patches)`.
+            Eager attention only.
         temporal_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
-            Temporal attention weights of every block, `(batch_size * grid_height * grid_width, num_heads, num_frames,
-            num_frames)`. Eager attention only.
+            Temporal attention weights of every block, `(batch_size * num_patches, num_heads, num_frames, num_frames)`.
+            Eager attention only.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -365,7 +366,9 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
         if (frame_mask[:, 0] == 0).any():
             raise ValueError("Every video needs at least one real frame: frame_mask[:, 0] must be 1.")
         if (frame_mask[:, 1:] > frame_mask[:, :-1]).any():
-            raise ValueError("Padded frames must come after the real frames: each row of frame_mask must be 1s then 0s.")
+            raise ValueError(
+                "Padded frames must come after the real frames: each row of frame_mask must be 1s then 0s."
+            )
 
     def rotary_tables(
         self, batch_size: int, grid: tuple[int, int, int], device: torch.device
@@ -382,7 +385,12 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
         return tuple(spatial), tuple(temporal)
 
     def temporal_attention_mask(
-        self, frame_mask: torch.Tensor | None, batch_size: int, num_frames: int, num_patches: int, dtype: torch.dtype,
+        self,
+        frame_mask: torch.Tensor | None,
+        batch_size: int,
+        num_frames: int,
+        num_patches: int,
+        dtype: torch.dtype,
         device: torch.device,
     ) -> torch.Tensor | None:
         """Frame-causal (when `config.frame_causal`) and frame-padding mask for the `B * N` temporal sequences, in the
@@ -435,6 +443,8 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self.validate_inputs(pixel_values_videos, frame_mask)
         batch_size, num_frames = pixel_values_videos.shape[:2]
+        if frame_mask is not None:
+            frame_mask = frame_mask.to(pixel_values_videos.device)
 
         frames = pixel_values_videos.flatten(0, 1)
         height, width = self.vision_model.patch_grid(frames)

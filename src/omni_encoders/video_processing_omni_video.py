@@ -165,12 +165,13 @@ def make_video_list(videos) -> list:
         return [validate_video(videos)]
     if not isinstance(videos, (list, tuple)):
         raise ValueError(
-            f"Unsupported video input of type {type(videos).__name__}; expected a path/URL, an array or tensor, a list "
-            "of frames, or a list of those."
+            f"Unsupported video input of type {type(videos).__name__}; expected a path/URL, an array or tensor, a "
+            "list of frames, or a list of those."
         )
 
     def is_frame(item) -> bool:
-        return isinstance(item, PIL.Image.Image) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim in (2, 3))
+        is_array = isinstance(item, (np.ndarray, torch.Tensor))
+        return isinstance(item, PIL.Image.Image) or (is_array and item.ndim in (2, 3))
 
     def is_video(item) -> bool:
         return isinstance(item, str) or (isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4)
@@ -178,7 +179,7 @@ def make_video_list(videos) -> list:
     if all(is_frame(item) for item in videos):
         return [_stack_frames(videos)]
     if all(is_video(item) for item in videos):
-        return [video if isinstance(video, str) else validate_video(video, index) for index, video in enumerate(videos)]
+        return [video if isinstance(video, str) else validate_video(video, i) for i, video in enumerate(videos)]
     if all(isinstance(item, (list, tuple)) and item and all(is_frame(f) for f in item) for item in videos):
         return [_stack_frames(frames, index) for index, frames in enumerate(videos)]
     raise ValueError(
@@ -210,7 +211,8 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
 
     Accepts paths/URLs, `[T, H, W, C]`/`[T, C, H, W]` arrays or tensors (uint8 0-255 or float pixels, 1, 3 or 4
     channels), lists of frames (PIL images or arrays) and batches of any of these. Resizing uses
-    `torch.nn.functional.interpolate`, so torchvision is not needed (and gives the same result whether installed or not).
+    `torch.nn.functional.interpolate`, so torchvision is not needed (and the result is the same whether it is installed
+    or not).
 
     Args:
         num_frames (`int`, *optional*, defaults to 16):
