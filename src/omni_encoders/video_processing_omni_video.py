@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 import torch
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_transforms import get_resize_output_image_size, get_size_with_aspect_ratio
 from transformers.image_utils import (
@@ -263,11 +264,10 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
                 f"{sorted({tuple(v.shape[-2:]) for v in processed})}; set `do_resize=True` to batch them."
             )
 
-        pixel_values = processed[0].new_zeros((len(processed), target_frames, *processed[0].shape[1:]))
-        frame_mask = torch.zeros(len(processed), target_frames, dtype=torch.long)
-        for index, video in enumerate(processed):  # one copy per video
-            pixel_values[index, : len(video)] = video
-            frame_mask[index, : len(video)] = 1
+        pixel_values = pad_sequence(processed, batch_first=True)  # zero frames after each video's end
+        pixel_values = F.pad(pixel_values, (0, 0, 0, 0, 0, 0, 0, target_frames - pixel_values.shape[1]))
+        lengths = torch.tensor([len(video) for video in processed])
+        frame_mask = (torch.arange(target_frames) < lengths[:, None]).long()
         data = {"pixel_values_videos": pixel_values, "frame_mask": frame_mask, **outputs}
         return BatchFeature(data=data, tensor_type=return_tensors, skip_tensor_conversion=["video_metadata"])
 
