@@ -80,7 +80,7 @@ def test_builders_are_deterministic_and_cached(cache_dir, tmp_path, monkeypatch)
     assert build_digit_images(image_size=16, seed=1, cache_dir=tmp_path)["test"]["label"] != first["test"]["label"]
 
     # The second call with the same arguments must not build anything.
-    import omni_encoders.data.images as images
+    from omni_encoders.data import images
 
     def fail():
         raise AssertionError("the cached dataset was rebuilt")
@@ -138,6 +138,7 @@ def test_video_directions_are_time_reversals_of_each_other(videos):
     # motion="scan": all four directions show the same set of frames.
     for frame in frames["down"]:
         assert min(_max_diff(frame, other) for other in frames["right"]) <= 2
+
     # "right" moves the digit's centre of mass right within a row; "down" moves it down within a column.
     def centre(video):
         weights = video.mean(-1)
@@ -207,6 +208,14 @@ def test_speech_engines_are_installed():
             f"`{tool}` is missing: the speech datasets are synthesised with it. Install it with "
             "`apt-get update && apt-get install -y espeak-ng flite` (scripts/setup.sh does)."
         )
+
+
+def test_missing_engine_is_a_clear_error(monkeypatch):
+    from omni_encoders.data import speech
+
+    monkeypatch.setattr(speech.shutil, "which", lambda tool: None)
+    with pytest.raises(RuntimeError, match="apt-get install -y espeak-ng flite"):
+        synthesize("flite:slt", "one")
 
 
 def _pitch(audio: np.ndarray) -> float:

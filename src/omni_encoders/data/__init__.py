@@ -40,4 +40,5 @@ __all__ = [
     "read_video",
     "synthesize",
     "words_to_digits",
+    "write_video",
 ]

@@ -56,9 +56,7 @@ def build_digit_images(
         scans, labels = load_digit_images()
         pixels = np.round(255.0 - scans * (255.0 / 16.0)).astype(np.uint8)
         images = [
-            PIL.Image.fromarray(scan)
-            .resize((image_size, image_size), PIL.Image.Resampling.BILINEAR)
-            .convert("RGB")
+            PIL.Image.fromarray(scan).resize((image_size, image_size), PIL.Image.Resampling.BILINEAR).convert("RGB")
             for scan in pixels
         ]
         train_ids, test_ids = train_test_split(

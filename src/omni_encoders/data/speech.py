@@ -58,7 +58,7 @@ def require_engine(engine: str) -> str:
 def engine_version(engine: str) -> str:
     """The engine's version line (part of the cache key: another version makes other audio)."""
     # flite prints its version and exits with status 1.
-    result = subprocess.run([require_engine(engine), "--version"], capture_output=True, text=True)
+    result = subprocess.run([require_engine(engine), "--version"], capture_output=True, text=True, check=False)
     output = result.stdout + result.stderr
     lines = [line.strip() for line in output.splitlines() if "version" in line.lower() or "text-to-speech" in line]
     return lines[0] if lines else output.strip()
@@ -92,7 +92,9 @@ def parse_voice(voice: str) -> tuple[str, str]:
     """Split a voice id `"engine:name"` into `(engine, name)`, checking that the engine has that voice."""
     engine, sep, name = voice.partition(":")
     if not sep or engine not in ENGINES or not name:
-        raise ValueError(f"A voice is 'espeak-ng:<voice>' or 'flite:<voice>', e.g. 'espeak-ng:en-us+f3', got {voice!r}.")
+        raise ValueError(
+            f"A voice is 'espeak-ng:<voice>' or 'flite:<voice>', e.g. 'espeak-ng:en-us+f3', got {voice!r}."
+        )
     require_engine(engine)
     if engine == "flite" and name not in flite_voices():
         # flite silently falls back to its default voice on an unknown name.
@@ -122,7 +124,7 @@ def synthesize(voice: str, text: str, speed: float = 1.0, pitch: float = 1.0) ->
     else:
         command = ["flite", "-voice", name, "--setf", f"duration_stretch={1 / speed:.4f}",
                    "--setf", f"f0_shift={pitch:.4f}", "-t", text, "-o", "/dev/stdout"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True)
+    result = subprocess.run(command, capture_output=True, check=False)
     if result.returncode != 0 or not result.stdout:
         raise RuntimeError(f"{' '.join(command)!r} failed: {result.stderr.decode(errors='replace').strip()}")
     audio, sampling_rate = soundfile.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
@@ -142,14 +144,14 @@ def trim_silence(audio: np.ndarray, sampling_rate: int, margin: float = 0.05, th
 
 
 def digits_to_words(digits: str) -> str:
-    """"314" -> "three one four"."""
+    """Digits to the words spoken: "314" -> "three one four"."""
     if not digits or not digits.isdigit():
         raise ValueError(f"Expected a non-empty string of digits 0-9, got {digits!r}.")
     return " ".join(DIGIT_WORDS[int(d)] for d in digits)
 
 
 def words_to_digits(text: str) -> str:
-    """"three one four" -> "314" (the inverse of `digits_to_words`)."""
+    """Spoken words to digits: "three one four" -> "314" (the inverse of `digits_to_words`)."""
     try:
         return "".join(str(DIGIT_WORDS.index(word)) for word in text.split())
     except ValueError:
@@ -254,7 +256,7 @@ def _build_speech_dataset(
             splits["test_seen_voices"] += [utterances[i] for i in sorted(order[:num_held_out])]
             splits["train"] += [utterances[i] for i in sorted(order[num_held_out:])]
 
-        # Threads suffice: each synthesis is a subprocess, and soxr releases the GIL.
+        # Threads suffice: the synthesis itself runs in the engines' subprocesses.
         with ThreadPoolExecutor(max_workers=num_workers or os.cpu_count() or 1) as pool:
             audio = iter(
                 pool.map(
@@ -287,7 +289,7 @@ def _build_speech_dataset(
                 "audio": [{"array": next(audio), "sampling_rate": SAMPLING_RATE} for _ in utterances],
                 "text": [digits_to_words(u.digits) for u in utterances],
                 "digits": [u.digits for u in utterances],
-                "speaker_id": [u.voice for u in utterances],
+                "speaker_id": [features["speaker_id"].str2int(u.voice) for u in utterances],
                 "engine": [u.voice.split(":", 1)[0] for u in utterances],
                 "voice": [u.voice.split(":", 1)[1] for u in utterances],
                 "speed": [u.speed for u in utterances],
@@ -295,7 +297,6 @@ def _build_speech_dataset(
             }
             if with_label:
                 data["label"] = [int(u.digits) for u in utterances]
-            data["speaker_id"] = [features["speaker_id"].str2int(v) for v in data["speaker_id"]]
             dataset = Dataset.from_dict({key: data[key] for key in features}, features=features)
             dataset.set_format("numpy", columns=["audio"], output_all_columns=True)
             result[split] = dataset

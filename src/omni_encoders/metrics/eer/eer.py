@@ -71,7 +71,6 @@ class EER(evaluate.Metric):
         accepted_nontargets = np.concatenate([[0], np.cumsum(1 - labels)[last_of_each_score]])
         thresholds = np.concatenate([[np.inf], scores[last_of_each_score]])
         far = accepted_nontargets / num_nontargets
-        frr = 1.0 - accepted_targets / num_targets
 
         # (FAR - FRR) * num_targets * num_nontargets, in exact integers: it rises from -N_t N_n to N_t N_n, and the EER
         # is where the segment joining two consecutive operating points crosses zero.
