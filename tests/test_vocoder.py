@@ -1,4 +1,5 @@
-"""The waveform decoder (vocoder), its discriminators and losses: shapes, streaming, weight norm, save/load, training."""
+"""The waveform decoder (vocoder), its discriminators and losses: shapes, streaming, weight norm, save/load and
+training."""
 
 import math
 
@@ -12,7 +13,6 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from helpers import max_abs_diff
 from omni_encoders.modeling_omni_common import OmniMelSpectrogram
 from omni_encoders.modeling_omni_vocoder import (
-    OmniAMPBlock,
     OmniMultiPeriodDiscriminator,
     OmniMultiResolutionDiscriminator,
     OmniSnake,

@@ -2,9 +2,9 @@
 """The waveform decoder of the omni-encoders speech decoder, and the pieces to train it adversarially.
 
 - [`OmniVocoder`]: a BigVGAN-style vocoder, log-mel `[B, frames, n_mels]` -> waveform `[B, frames * hop_length]` in
-  `[-1, 1]`: transposed-convolution upsampling (8·8·2·2 = 256× by default), each stage followed by multi-receptive-field
-  fusion of anti-aliasable multi-periodicity (AMP) residual blocks with Snake activations. Weight-normalised
-  convolutions (removable for inference) and an exact chunked streaming decode.
+  `[-1, 1]`: transposed-convolution upsampling (8·8·2·2 = 256× by default), each stage followed by
+  multi-receptive-field fusion of multi-periodicity (AMP) residual blocks with Snake activations (optionally
+  alias-free). Weight-normalised convolutions (removable for inference) and an exact chunked streaming decode.
 - [`OmniMultiPeriodDiscriminator`] (HiFi-GAN) and [`OmniMultiResolutionDiscriminator`] (UnivNet/BigVGAN).
 - Losses: [`multi_resolution_stft_loss`], [`mel_spectrogram_loss`], and the LSGAN [`discriminator_loss`],
   [`generator_adversarial_loss`] and [`feature_matching_loss`].
@@ -139,7 +139,7 @@ class OmniSnake(nn.Module):
         else:
             inverse_alpha = torch.sign(alpha) / alpha.abs().clamp_min(self.eps)
         hidden_states = hidden_states.float()
-        return hidden_states + inverse_alpha * torch.sin(alpha * hidden_states).pow(2)
+        return torch.addcmul(hidden_states, torch.sin(alpha * hidden_states).square(), inverse_alpha)
 
     def low_pass_filter(self, device: torch.device) -> torch.Tensor:
         """The anti-aliasing filter `[1, 1, filter_size]` in float32 on `device` (cutoff at the input Nyquist)."""
@@ -195,7 +195,8 @@ class OmniSnake(nn.Module):
 
 
 class OmniAMPBlock(nn.Module):
-    """Anti-aliased multi-periodicity residual block (BigVGAN's AMPBlock1; HiFi-GAN's ResBlock1 with Snake).
+    """Multi-periodicity residual block (BigVGAN's AMPBlock1: HiFi-GAN's ResBlock1 with Snake activations, alias-free
+    with `anti_alias=True`).
 
     For each dilation `d`: `x = x + conv2(snake(conv1_d(snake(x))))`, where `conv1_d` has kernel `kernel_size` and
     dilation `d` and `conv2` dilation 1. Lengths are preserved ("same" zero padding).
@@ -226,7 +227,8 @@ class OmniAMPBlock(nn.Module):
             nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
         )
         self.activations = nn.ModuleList(
-            OmniSnake(channels, log_scale_alpha=log_scale_alpha, anti_alias=anti_alias) for _ in range(2 * len(dilations))
+            OmniSnake(channels, log_scale_alpha=log_scale_alpha, anti_alias=anti_alias)
+            for _ in range(2 * len(dilations))
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -280,7 +282,7 @@ class OmniMultiReceptiveFieldFusion(GradientCheckpointingLayer):
 
 
 def _weight_norm_layout(state_dict: dict, key: str, weight: torch.Tensor) -> None:
-    """Store `weight` under `key` as weight norm's `(g, v)` pair: `g = ||weight||` per output slice (dim 0), `v = weight`."""
+    """Store `weight` under `key` as weight norm's `(g, v)`: `g = ||weight||` per slice of dim 0, `v = weight`."""
     with torch.no_grad():
         weight = weight.detach()
         state_dict[f"{key}.parametrizations.weight.original0"] = torch.norm_except_dim(weight, 2, 0)
@@ -292,7 +294,7 @@ def _save_in_weight_norm_layout(module: nn.Module, state_dict: dict, prefix: str
     # are saved as (g, v) too, so every checkpoint has the layout of a freshly built model.
     for name, conv in module.named_modules():
         if isinstance(conv, _CONVOLUTIONS) and not parametrize.is_parametrized(conv, "weight"):
-            key = f"{prefix}{name}" if name else prefix.rstrip(".")
+            key = f"{prefix}{name}"
             weight = state_dict.pop(f"{key}.weight", None)
             if weight is not None:
                 _weight_norm_layout(state_dict, key, weight)
@@ -304,7 +306,7 @@ def _load_either_layout(module: nn.Module, state_dict: dict, prefix: str, *args)
     for name, conv in module.named_modules():
         if not isinstance(conv, _CONVOLUTIONS):
             continue
-        key = f"{prefix}{name}" if name else prefix.rstrip(".")
+        key = f"{prefix}{name}"
         g_key, v_key = f"{key}.parametrizations.weight.original0", f"{key}.parametrizations.weight.original1"
         if parametrize.is_parametrized(conv, "weight"):
             if f"{key}.weight" in state_dict and v_key not in state_dict:
@@ -323,7 +325,8 @@ def _weight_normalise(module: nn.Module) -> None:
 
 
 class OmniVocoder(nn.Module):
-    """BigVGAN-style waveform decoder: log-mel `[B, frames, n_mels]` -> waveform `[B, frames * hop_length]` in `[-1, 1]`.
+    """BigVGAN-style waveform decoder: log-mel `[B, frames, n_mels]` -> waveform `[B, frames * hop_length]` in
+    `[-1, 1]`.
 
     `input_proj` (conv 7) -> for each upsample rate: transposed conv (channels halve) -> multi-receptive-field fusion
     of [`OmniAMPBlock`]s -> Snake -> `output_conv` (conv 7, one channel) -> tanh. Each transposed convolution of rate
@@ -416,7 +419,8 @@ class OmniVocoder(nn.Module):
             raise ValueError(f"resblock_kernel_sizes must be odd and positive, got {list(kernel_sizes)}.")
         if any(len(dilations) == 0 or min(dilations) < 1 for dilations in dilation_sizes):
             raise ValueError(
-                f"Every resblock needs dilations >= 1, got resblock_dilation_sizes={[list(d) for d in dilation_sizes]}."
+                "Every resblock needs dilations >= 1, got resblock_dilation_sizes="
+                f"{[list(d) for d in dilation_sizes]}."
             )
 
     @property
@@ -620,7 +624,9 @@ class OmniMultiPeriodDiscriminator(nn.Module):
     ):
         super().__init__()
         if len(periods) == 0 or min(periods) < 1 or len(channels) == 0:
-            raise ValueError(f"Need periods >= 1 and channels, got periods={list(periods)}, channels={list(channels)}.")
+            raise ValueError(
+                f"Need periods >= 1 and channels, got periods={list(periods)}, channels={list(channels)}."
+            )
         self.discriminators = nn.ModuleList(
             OmniPeriodDiscriminator(period, channels, kernel_size, stride, leaky_relu_slope) for period in periods
         )
@@ -737,7 +743,8 @@ class OmniMultiResolutionDiscriminator(nn.Module):
         Returns:
             `(logits, features)`: per resolution, the logits `[B, N_r]` and the list of feature maps.
         """
-        min_samples = max(max((n_fft - hop) // 2 + 1, hop) for n_fft, hop, _ in (d.resolution for d in self.discriminators))
+        resolutions = [discriminator.resolution for discriminator in self.discriminators]
+        min_samples = max(max((n_fft - hop) // 2 + 1, hop) for n_fft, hop, _ in resolutions)
         _check_waveform(waveform, min_samples, type(self).__name__)
         outputs = [discriminator(waveform) for discriminator in self.discriminators]
         return [logits for logits, _ in outputs], [features for _, features in outputs]
@@ -771,7 +778,9 @@ def _mask_samples(waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch
     return waveform * (positions < lengths.to(waveform.device)[:, None])
 
 
-def _frame_mask(lengths: torch.Tensor | None, batch_size: int, num_frames: int, hop_length: int, device) -> torch.Tensor:
+def _frame_mask(
+    lengths: torch.Tensor | None, batch_size: int, num_frames: int, hop_length: int, device: torch.device
+) -> torch.Tensor:
     # Frames whose hop (the samples it stands for) starts inside the signal, as float weights [B, frames].
     if lengths is None:
         return torch.ones(batch_size, num_frames, device=device)
@@ -789,8 +798,8 @@ def multi_resolution_stft_loss(
     convergence `||T - P||_F / ||T||_F` plus log-magnitude L1 `mean |log T - log P|`, averaged over resolutions.
 
     Magnitudes come from one batched `torch.stft` per resolution in float32 (Hann window, zero padding of
-    `(n_fft - hop_length) / 2` per side, no centring, magnitude `sqrt(|X|² + 1e-7)`). Spectral convergence is computed per
-    waveform and averaged over the batch. Zero exactly when `predicted == target`.
+    `(n_fft - hop_length) / 2` per side, no centring, magnitude `sqrt(|X|² + 1e-7)`). Spectral convergence is
+    computed per waveform and averaged over the batch. Zero exactly when `predicted == target`.
 
     Args:
         predicted (`torch.FloatTensor` of shape `(batch_size, samples)`): generated waveforms.
@@ -810,7 +819,9 @@ def multi_resolution_stft_loss(
     loss = predicted.new_zeros(())
     for n_fft, hop_length, win_length in resolutions:
         if hop_length > n_fft or win_length > n_fft:
-            raise ValueError(f"Resolution ({n_fft}, {hop_length}, {win_length}) needs hop_length, win_length <= n_fft.")
+            raise ValueError(
+                f"Resolution ({n_fft}, {hop_length}, {win_length}) needs hop_length and win_length <= n_fft."
+            )
         pad_left = (n_fft - hop_length) // 2
         padded = nn.functional.pad(stacked, (pad_left, n_fft - hop_length - pad_left))
         window = torch.hann_window(win_length, device=stacked.device)
