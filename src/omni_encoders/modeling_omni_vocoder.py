@@ -498,8 +498,8 @@ class OmniVocoder(nn.Module):
             chunk_frames: mel frames per chunk (the last chunk may be shorter).
             context_frames: frames of context `(left, right)` or the same on both sides. Defaults to
                 [`context_frames`], the exact receptive field; more changes nothing, less gives an approximation
-                (the outermost frames of the receptive field weigh in little: 12 instead of 13 frames per side
-                still matches within float32 rounding for a randomly initialised default model, 6 does not).
+                (the outermost frames of the receptive field weigh in very little: on small random models one
+                frame less per side still matched within float32 rounding, half the context did not).
 
         Yields:
             `torch.FloatTensor` of shape `(batch_size, chunk_frames * hop_length)` (shorter for the last chunk).
