@@ -236,9 +236,8 @@ def _make_handler(hub: HubServer):
             payload = json.loads(self._body())
             if payload.get("type", "model") != "model":
                 return self._error(400, None, "only model repos are supported")
-            repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
-            if "/" not in repo_id:
-                repo_id = f"user/{repo_id}"  # the namespace of the token's user
+            namespace = payload.get("organization") or "user"  # "user": the namespace of the token's owner
+            repo_id = payload["name"] if "/" in payload["name"] else f"{namespace}/{payload['name']}"
             url = f"{hub.url}/{repo_id}"
             if not hub.create_repo(repo_id):
                 return self._json(409, {"error": "You already created this model repo", "url": url})
@@ -390,7 +389,8 @@ def _make_handler(hub: HubServer):
             entries = []
             for path in paths:
                 stored = commit.files[path]
-                entry = {"type": "file", "path": path, "size": len(stored.content), "oid": git_blob_sha1(stored.content)}
+                size, oid = len(stored.content), git_blob_sha1(stored.content)
+                entry = {"type": "file", "path": path, "size": size, "oid": oid}
                 if stored.lfs:
                     entry["lfs"] = {"oid": stored.oid, "size": len(stored.content), "pointerSize": 134}
                 entries.append(entry)

@@ -41,7 +41,7 @@ def target_config(**overrides):
     return tiny_vision_config(backbone_config={**TINY_SIGLIP, "vision_use_head": False}, **overrides)
 
 
-# ----------------------------------------------------------------------------------------------------- reference layout
+# ---------------------------------------------------------------------------------------------- reference layout
 
 
 def reference_vision_encoder(transformers_4x: bool = False) -> dict[str, torch.Tensor]:
@@ -272,7 +272,7 @@ def test_vision_tower_conversion_copies_the_tower(tmp_path, kind):
 
 
 def test_vision_tower_conversion_of_raw_weights_in_the_4x_nested_layout(tmp_path):
-    """A 4.x SigLIP vision model nested in a wrapper (`vision_model.vision_model.*`), as a pickled file without config."""
+    """A 4.x SigLIP vision model nested in a wrapper (`vision_model.vision_model.*`), pickled, without a config."""
     tower = SiglipVisionModel(SiglipVisionConfig(**TOWER)).eval()
     torch.save({f"vision_model.vision_model.{k}": v for k, v in tower.state_dict().items()}, tmp_path / "tower.bin")
     SiglipVisionConfig(**TOWER).save_pretrained(tmp_path / "tower_config")
@@ -281,7 +281,8 @@ def test_vision_tower_conversion_of_raw_weights_in_the_4x_nested_layout(tmp_path
 
     vision_tower_cli.main([
         str(tmp_path / "tower.bin"), str(tmp_path / "out"), "--backbone-config",
-        str(tmp_path / "tower_config" / "config.json"), "--set", f"num_attention_heads={HEADS}", "--set", "num_tokens=3",
+        str(tmp_path / "tower_config" / "config.json"), "--set", f"num_attention_heads={HEADS}",
+        "--set", "num_tokens=3",
     ])
     model = OmniVisionModel.from_pretrained(tmp_path / "out").eval()
     assert model.config.num_tokens == 3

@@ -175,16 +175,21 @@ def run_with_package(script: str, args: list[str], env: dict, cwd: Path) -> dict
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def hub():
-    with HubServer() as server:
-        yield server
+def test_push_and_pull_through_the_hub_client(tmp_path):
+    """One round trip through a local Hub, checked aspect by aspect below (the pushes and pulls take seconds, so they
+    run once)."""
+    with HubServer() as hub:
+        pushed = push_and_pull_with_the_package(hub, tmp_path / "with_package")
+        check_model_and_processor_pushes(hub)
+        check_pull_with_the_package(pushed)
+        check_trainer_pushes(hub, pushed)
+        check_pull_without_the_package(hub, pushed, tmp_path / "without_package")
+        assert hub.unknown_requests == []  # every request the clients made is one the server implements
 
 
-@pytest.fixture(scope="module")
-def pushed(hub, tmp_path_factory):
-    """Push to the server (model, processor, two Trainer runs) and pull back with the package, once per module."""
-    workdir = tmp_path_factory.mktemp("hub")
+def push_and_pull_with_the_package(hub: HubServer, workdir: Path) -> dict:
+    """Push a classifier and its processor, train and push with Trainer and OmniTrainer, and pull back by repo id."""
+    workdir.mkdir()
     image = workdir / "image.png"
     PIL.Image.fromarray((np.random.RandomState(0).rand(30, 40, 3) * 255).astype(np.uint8)).save(image)
     env = hub.client_env(
@@ -195,11 +200,12 @@ def pushed(hub, tmp_path_factory):
     )
     args = [REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, str(image), str(workdir / "runs")]
     result = run_with_package(PUSH_AND_PULL, args, env, cwd=workdir)
-    assert hub.unknown_requests == []
-    return {"result": result, "workdir": workdir, "image": image}
+    return {"result": result, "image": image}
 
 
-def test_model_and_processor_push_upload_everything(hub, pushed):
+def check_model_and_processor_pushes(hub: HubServer):
+    """`model.push_to_hub` and `processor.push_to_hub` uploaded config with the full auto_map, sharded safetensors
+    (through LFS), processor config, code files and the omni_vision card."""
     repo = hub.repos[REPO]
     head = repo.commit_at("main")
     files = head.files
@@ -232,7 +238,8 @@ def test_model_and_processor_push_upload_everything(hub, pushed):
     assert "2 classes: dark, bright" in readme
 
 
-def test_pull_by_repo_id_with_the_package(pushed):
+def check_pull_with_the_package(pushed: dict):
+    """AutoModel*, AutoProcessor and pipelines by repo id, with the package: same outputs as the pushed model."""
     result = pushed["result"]
     pulled = result["pulled"]
     assert (pulled["classifier"], pulled["base"], pulled["processor"]) == (
@@ -248,10 +255,13 @@ def test_pull_by_repo_id_with_the_package(pushed):
     assert max_abs_diff(torch.tensor(pulled["trained_logits"]), torch.tensor(result["trained_logits"])) < 1e-6
 
 
-def test_pull_by_repo_id_without_the_package(hub, pushed, tmp_path):
+def check_pull_without_the_package(hub: HubServer, pushed: dict, tmp_path: Path):
+    """The same by repo id where omni_encoders cannot be imported (trust_remote_code=True), every Auto class."""
+    tmp_path.mkdir()
     expected = pushed["result"]
     OmniVisionModel(tiny_vision_config()).save_pretrained(tmp_path / "base")
-    first_save = next(c.oid for c in hub.repos[OMNI_TRAINER_REPO].commits if c.message.startswith("Training in progress"))
+    commits = hub.repos[OMNI_TRAINER_REPO].commits
+    first_save = next(c.oid for c in commits if c.message.startswith("Training in progress"))
     env = hub.client_env(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_PROGRESS_BARS="1")
     result = run_without_package(
         PULL_WITHOUT_PACKAGE.format(
@@ -273,7 +283,8 @@ def test_pull_by_repo_id_without_the_package(hub, pushed, tmp_path):
     assert result["head"] == ["OmniVisionForImageClassification", 3]
 
 
-def test_trainer_push_to_hub_uploads_everything_with_the_card(hub, pushed):
+def check_trainer_pushes(hub: HubServer, pushed: dict):
+    """Trainer(push_to_hub=True) uploads everything; OmniTrainer also the code and its card during training."""
     # A plain Trainer: config with the full auto_map, weights, processor and code; transformers' training card.
     plain = hub.repos[PLAIN_TRAINER_REPO].files_at("main")
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} | CODE_FILES <= set(plain)

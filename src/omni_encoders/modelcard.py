@@ -22,6 +22,7 @@ Adding a model type: write `model_cards/<model_type>.md` and add one [`ModelCard
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +51,10 @@ class ModelCardSpec:
 
 
 MODEL_CARD_SPECS: dict[str, ModelCardSpec] = {
-    "omni_vision": ModelCardSpec(tags=("vision", "siglip", "titok", "2d-rope"), base_pipeline_tag="image-feature-extraction"),
-    "omni_video": ModelCardSpec(tags=("video", "3d-rope", "mixture-of-experts"), base_pipeline_tag="feature-extraction"),
-    "omni_audio": ModelCardSpec(tags=("audio", "speech", "conformer", "mla"), base_pipeline_tag="feature-extraction"),
-    "omni_audio_decoder": ModelCardSpec(tags=("audio", "speech", "text-to-speech", "tts"), base_pipeline_tag="text-to-audio"),
+    "omni_vision": ModelCardSpec(("vision", "siglip", "titok", "2d-rope"), "image-feature-extraction"),
+    "omni_video": ModelCardSpec(("video", "3d-rope", "mixture-of-experts"), "feature-extraction"),
+    "omni_audio": ModelCardSpec(("audio", "speech", "conformer", "mla"), "feature-extraction"),
+    "omni_audio_decoder": ModelCardSpec(("audio", "speech", "text-to-speech", "tts"), "text-to-audio"),
 }
 
 AUTO_CLASS_PIPELINE_TAGS = {
@@ -149,14 +150,16 @@ def create_model_card(
 
     if base_model is None and training is not None and training.finetuned_from:
         base_model = training.finetuned_from
-    if base_model is None and name_or_path.count("/") == 1 and name_or_path != model_id and not os.path.exists(name_or_path):
+    is_hub_id = name_or_path.count("/") == 1 and not os.path.exists(name_or_path)
+    if base_model is None and is_hub_id and name_or_path != model_id:
         base_model = name_or_path
 
     metadata = {}
     if training is not None:
+        training = copy.copy(training)  # not dataclasses.replace: its __post_init__ may query the Hub
         training.tasks = training.tasks or pipeline_tag
         training.model_name = model_id.rsplit("/", 1)[-1]
-        metadata = training.create_metadata()  # metrics, datasets, tags and the model-index, as the Trainer writes them
+        metadata = training.create_metadata()  # metrics, datasets, tags and model-index, as the Trainer writes them
         metadata.pop("base_model", None)
     card_tags = ["omni-encoders", config.model_type, *spec.tags, *_as_list(metadata.pop("tags", None)), *(tags or [])]
     card_data = ModelCardData(

@@ -690,7 +690,8 @@ class OmniHubMixin:
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         if self.is_remote_code():
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **model_type_auto_map(type(self))}
+            auto_map = getattr(self.config, "auto_map", None) or {}
+            self.config.auto_map = {**auto_map, **model_type_auto_map(type(self))}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def push_to_hub(
@@ -731,9 +732,12 @@ class OmniHubMixin:
             )
 
     def _render_model_card(self, repo_id: str, tags: list[str]):
-        """The model type's card, or None when the package (which ships the templates) is not installed."""
+        """The model type's card, or None when the package (which ships the templates) is not installed or has no
+        template for this model type (e.g. a user's subclass with its own `model_type`)."""
         try:
-            from omni_encoders.modelcard import create_model_card
+            from omni_encoders.modelcard import MODEL_CARD_SPECS, create_model_card
         except ImportError:
+            return None
+        if self.config.model_type not in MODEL_CARD_SPECS:
             return None
         return create_model_card(self, model_id=repo_id, tags=tags)

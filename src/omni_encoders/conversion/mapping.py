@@ -28,7 +28,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 STATE_DICT_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "ema")
 
 
-# --------------------------------------------------------------------------------------------------- reading checkpoints
+# ------------------------------------------------------------------------------------------------ reading checkpoints
 
 
 def resolve_checkpoint(source: str | os.PathLike, **hub_kwargs) -> Path:
@@ -41,7 +41,8 @@ def resolve_checkpoint(source: str | os.PathLike, **hub_kwargs) -> Path:
 
     folder = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors"], **hub_kwargs))
     if not any(folder.glob("*.safetensors")):
-        folder = Path(snapshot_download(str(source), allow_patterns=["*.json", *(f"*{s}" for s in PICKLE_SUFFIXES)], **hub_kwargs))
+        patterns = ["*.json", *(f"*{suffix}" for suffix in PICKLE_SUFFIXES)]
+        folder = Path(snapshot_download(str(source), allow_patterns=patterns, **hub_kwargs))
     return folder
 
 

@@ -2,10 +2,11 @@
 """Convert checkpoints of the spec's reference implementation into omni-encoders models.
 
 The reference stores each model under a component prefix (`vision_encoder.`, `video_encoder.`, `audio_encoder.`,
-`audio_decoder.`, `waveform_decoder.`; see `shared/reference/reference_checkpoint_keys.json`). Every tensor whose module
-exists in our design is mapped onto it (fused projections are split); the others are dropped, and the parameters of
-ours the reference does not have are newly initialised: the report names both. Inputs are safetensors or pickled torch
-files (read with `torch.load(weights_only=True)`), a whole multi-component checkpoint or one component on its own.
+`audio_decoder.`, `waveform_decoder.`; see `shared/reference/reference_checkpoint_keys.json`). Every tensor whose
+module exists in our design is mapped onto it (fused projections are split); the others are dropped, and the
+parameters of ours the reference does not have are newly initialised: the report names both. Inputs are safetensors
+or pickled torch files (read with `torch.load(weights_only=True)`), a whole multi-component checkpoint or one component
+on its own.
 
     python -m omni_encoders.conversion.reference xoron.safetensors ./omni-vision --model-type omni_vision
     python -m omni_encoders.conversion.reference vision.pt ./omni-vision --config my_config.json
@@ -14,14 +15,17 @@ The vision encoder (`vision_encoder.*`):
 
 | reference | omni-encoders |
 |---|---|
-| `vision_model.*` (SigLIP; `vision_model.vision_model.*` when saved by transformers 4.x) | `backbone.*` |
-| `dual_stream_layers.N.dual_attn.to_qkv_{a,b}` (fused, q/k/v stacked in that order) | `layers.N.stream_{a,b}.self_attn.{q,k,v}_proj` |
-| `dual_stream_layers.N.dual_attn.to_out_{a,b}` | `layers.N.stream_{a,b}.self_attn.o_proj` |
-| `dual_stream_layers.N.dual_attn.norm_{a,b}` | `layers.N.stream_{a,b}.input_layernorm` |
-| `dual_stream_layers.N.ffn_{a,b}.{0,1,3}` (LayerNorm, Linear, act, Linear) | `layers.N.stream_{a,b}.{post_attention_layernorm, mlp.fc1, mlp.fc2}` |
+| `vision_model.*` (SigLIP; `vision_model.vision_model.*` if saved by transformers 4.x) | `backbone.*` |
+| `dual_stream_layers.N.dual_attn.to_qkv_X` (q, k, v stacked) | `layers.N.stream_X.self_attn.{q,k,v}_proj` |
+| `dual_stream_layers.N.dual_attn.to_out_X` | `layers.N.stream_X.self_attn.o_proj` |
+| `dual_stream_layers.N.dual_attn.norm_X` | `layers.N.stream_X.input_layernorm` |
+| `dual_stream_layers.N.ffn_X.0` (LayerNorm) | `layers.N.stream_X.post_attention_layernorm` |
+| `dual_stream_layers.N.ffn_X.1` / `.3` (Linear, act, Linear) | `layers.N.stream_X.mlp.fc1` / `.fc2` |
 | `titok.token_queries` `[1, T, D]` | `compressor.query_embeddings` `[T, D]` |
-| `titok.compress_attn` (`nn.MultiheadAttention`: fused `in_proj`, `out_proj`) | `compressor.cross_attn.{q,k,v,o}_proj` |
+| `titok.compress_attn` (`nn.MultiheadAttention`) | `compressor.cross_attn.{q,k,v,o}_proj` |
 | `titok.compress_norm` | `compressor.final_layernorm` |
+
+(`X` is the stream, `a` or `b`.)
 
 Dropped: the SigLIP attention-pooling head when the config's backbone has none (`vision_use_head=False`, as our
 default), and `titok.compress.*`, the reference's D→D projection after the compression attention (our compressor's

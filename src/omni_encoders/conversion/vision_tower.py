@@ -50,9 +50,10 @@ COMMAND = "python -m omni_encoders.conversion.vision_tower"
 def tower_rules(backbone_prefix: str = "backbone.") -> tuple[Rule, ...]:
     """Rules that put a SigLIP/SigLIP 2/CLIP vision tower under `backbone_prefix`, whatever its layout."""
     return (
-        Rule(r"vision_model\.vision_model\.(.+)", backbone_prefix + "{0}"),  # a 4.x vision model inside a wrapper
-        Rule(r"vision_model\.(.+)", backbone_prefix + "{0}"),  # image-text models; 4.x vision-only models
-        Rule(r"((?:embeddings|encoder|pre_layrnorm|post_layernorm|head)\..+)", backbone_prefix + "{0}"),  # 5.x vision-only
+        # a 4.x vision model inside a wrapper; image-text models and 4.x vision-only models; 5.x vision-only models
+        Rule(r"vision_model\.vision_model\.(.+)", backbone_prefix + "{0}"),
+        Rule(r"vision_model\.(.+)", backbone_prefix + "{0}"),
+        Rule(r"((?:embeddings|encoder|pre_layrnorm|post_layernorm|head)\..+)", backbone_prefix + "{0}"),
         drop(
             r"text_model\..+|text_projection\..+|visual_projection\..+|logit_scale|logit_bias",
             "text tower or contrastive head of the image-text model",
@@ -105,8 +106,9 @@ def read_tower_config(source: Path, backbone_config: str | os.PathLike | dict | 
     if isinstance(backbone_config, PreTrainedConfig):
         config = backbone_config
     elif backbone_config is not None:
-        config_dict = backbone_config if isinstance(backbone_config, dict) else json.loads(Path(backbone_config).read_text())
-        config = AutoConfig.for_model(**config_dict)
+        if not isinstance(backbone_config, dict):
+            backbone_config = json.loads(Path(backbone_config).read_text())
+        config = AutoConfig.for_model(**backbone_config)
     else:
         folder = source if source.is_dir() else source.parent
         if not (folder / "config.json").is_file():
@@ -118,8 +120,8 @@ def read_tower_config(source: Path, backbone_config: str | os.PathLike | dict | 
     config = getattr(config, "vision_config", None) or config
     if config.model_type not in SUPPORTED_TOWERS:
         raise ValueError(
-            f"Unsupported vision tower of model_type '{config.model_type}'; expected one of {SUPPORTED_TOWERS} or a full "
-            "siglip/siglip2/clip config."
+            f"Unsupported vision tower of model_type '{config.model_type}'; expected one of {SUPPORTED_TOWERS} or a "
+            "full siglip/siglip2/clip config."
         )
     return config
 
@@ -178,7 +180,9 @@ def convert_vision_tower(
         folder = local_source if local_source.is_dir() else local_source.parent
         processor = target.build_processor(config, folder) if target.build_processor is not None else None
         base_model = str(source) if not Path(source).exists() else None
-        save_converted(model, output_dir, report, COMMAND, processor=processor, base_model=base_model, model_id=model_id)
+        save_converted(
+            model, output_dir, report, COMMAND, processor=processor, base_model=base_model, model_id=model_id
+        )
     return model, report
 
 
@@ -188,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("output_dir", help="folder to write the converted model to")
     parser.add_argument("--model-type", default="omni_vision", choices=sorted(TOWER_TARGETS))
     parser.add_argument("--backbone-config", help="config.json of the tower, for weights without one")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config argument of the new model")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config argument of the new model"
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="dtype of the saved weights (default: the source's)")
     parser.add_argument("--model-id", help="Hub id the model card's snippets use (default: the output folder's name)")
     args = parser.parse_args(argv)
