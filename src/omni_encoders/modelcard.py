@@ -7,7 +7,7 @@ top-level `model_cards/` is the same folder). [`create_model_card`] fills it for
 - `card_data`: the YAML front matter (`library_name`, `pipeline_tag`, `tags`, `base_model`, `datasets`, `metrics`,
   `model-index` with the evaluation results of a training run, `license`);
 - `model_id`, `model_class`, `auto_class`, `pipeline_tag`, `config` (the config object), `num_parameters` (e.g.
-  "12.3M", or None for a bare config), `labels` (class names of a classifier, else None), `base_model`;
+  "12.3M", or None for a bare config), `labels` (class names of a classification head, else None), `base_model`;
 - `training`: None, or `{"hyperparameters": {...}, "results_table": markdown, "eval_results": {...}, "datasets":
   [...], "framework_versions": {...}}` from a `Trainer` run;
 - `conversion`: None, or the summary of a checkpoint conversion (`omni_encoders.conversion`).
@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import torch
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import PreTrainedConfig, PreTrainedModel, Trainer
+from transformers import __version__ as transformers_version
 from transformers.modelcard import TrainingSummary, make_markdown_table
 
 
@@ -93,10 +95,6 @@ def _template_environment() -> jinja2.Environment:
 
 
 def _training_context(training: TrainingSummary) -> dict:
-    from transformers import __version__ as transformers_version
-
-    import torch
-
     return {
         "hyperparameters": dict(training.hyperparameters or {}),
         "results_table": make_markdown_table(training.eval_lines) if training.eval_lines else None,
@@ -169,13 +167,14 @@ def create_model_card(
         language=language or metadata.pop("language", None),
         tags=list(dict.fromkeys(card_tags)),
         base_model=base_model,
-        datasets=_as_list(datasets) + _as_list(metadata.pop("datasets", None)) or None,
+        datasets=list(dict.fromkeys(_as_list(datasets) + _as_list(metadata.pop("datasets", None)))) or None,
         metrics=metadata.pop("metrics", None) or None,
         **{key: value for key, value in metadata.items() if key not in ("library_name", "license", "language")},
     )
 
     id2label = getattr(config, "id2label", None) or {}
-    labels = [id2label[index] for index in sorted(id2label)] if is_model and auto_class != "AutoModel" else None
+    is_classifier = is_model and auto_class.endswith("Classification")
+    labels = [id2label[index] for index in sorted(id2label)] if is_classifier else None
     content = _template_environment().get_template(f"{config.model_type}.md").render(
         card_data=card_data.to_yaml(),
         model_id=model_id,
