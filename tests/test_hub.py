@@ -31,6 +31,7 @@ PACKAGE = ROOT / "src" / "omni_encoders"
 REPO = "org/omni-vision-tiny"
 PLAIN_TRAINER_REPO = "org/omni-vision-trainer-plain"
 OMNI_TRAINER_REPO = "org/omni-vision-trainer"
+TOWER_REPO = "vendor/siglip-tiny"
 CODE_FILES = {"configuration_omni_vision.py", "modeling_omni_vision.py", "modeling_omni_common.py"}
 
 
@@ -53,7 +54,7 @@ from transformers import (AutoModel, AutoModelForImageClassification, AutoProces
 from helpers import tiny_vision_config
 from omni_encoders import OmniTrainer, OmniVisionForImageClassification, OmniVisionImageProcessor
 
-REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, IMAGE, OUT = sys.argv[1:6]
+REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, TOWER_REPO, IMAGE, OUT = sys.argv[1:7]
 torch.manual_seed(0)
 config = tiny_vision_config(num_labels=2, id2label={0: "dark", 1: "bright"}, label2id={"dark": 0, "bright": 1})
 model = OmniVisionForImageClassification(config).eval()
@@ -113,7 +114,22 @@ with torch.no_grad():
     trained_logits = trained(pixel_values).logits
     pulled_trained = AutoModelForImageClassification.from_pretrained(OMNI_TRAINER_REPO).eval()(pixel_values).logits
 
+# ---- a vision tower converted straight from the Hub
+from huggingface_hub import ModelCard
+from transformers import SiglipConfig, SiglipModel
+from omni_encoders.conversion import convert_vision_tower
+
+tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+siglip = SiglipModel(SiglipConfig(text_config={**tiny, "vocab_size": 99}, vision_config={**tiny, "image_size": 28,
+                                                                                          "patch_size": 7}))
+siglip.push_to_hub(TOWER_REPO)
+converted, report = convert_vision_tower(TOWER_REPO, OUT + "/converted", num_attention_heads=4, num_tokens=3)
+tower_state = siglip.vision_model.state_dict()
+converted_card = ModelCard.load(OUT + "/converted/README.md")
+
 print(json.dumps({
+    "tower_copied": all(torch.equal(v, tower_state[k]) for k, v in converted.backbone.state_dict().items()),
+    "tower_report_source": report.source, "tower_card_base_model": converted_card.data.base_model,
     "logits": logits.tolist(), "tokens": tokens.tolist(), "trained_logits": trained_logits.tolist(),
     "eval_accuracy": metrics["eval_accuracy"],
     "pulled": {"classifier": type(classifier).__name__, "base": type(base).__name__,
@@ -184,6 +200,7 @@ def test_push_and_pull_through_the_hub_client(tmp_path):
         check_pull_with_the_package(pushed)
         check_trainer_pushes(hub, pushed)
         check_pull_without_the_package(hub, pushed, tmp_path / "without_package")
+        check_vision_tower_conversion_from_the_hub(pushed)
         assert hub.unknown_requests == []  # every request the clients made is one the server implements
 
 
@@ -198,7 +215,7 @@ def push_and_pull_with_the_package(hub: HubServer, workdir: Path) -> dict:
         TRANSFORMERS_VERBOSITY="error",
         TOKENIZERS_PARALLELISM="false",
     )
-    args = [REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, str(image), str(workdir / "runs")]
+    args = [REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, TOWER_REPO, str(image), str(workdir / "runs")]
     result = run_with_package(PUSH_AND_PULL, args, env, cwd=workdir)
     return {"result": result, "image": image}
 
@@ -281,6 +298,13 @@ def check_pull_without_the_package(hub: HubServer, pushed: dict, tmp_path: Path)
     assert max_abs_diff(torch.tensor(result["trained_logits"]), torch.tensor(expected["trained_logits"])) < 1e-5
     assert result["during_training"] == "OmniVisionForImageClassification"
     assert result["head"] == ["OmniVisionForImageClassification", 3]
+
+
+def check_vision_tower_conversion_from_the_hub(pushed: dict):
+    """`convert_vision_tower("org/name")` downloads the tower through the client and names it as the base model."""
+    result = pushed["result"]
+    assert result["tower_copied"] is True
+    assert result["tower_report_source"] == TOWER_REPO and result["tower_card_base_model"] == TOWER_REPO
 
 
 def check_trainer_pushes(hub: HubServer, pushed: dict):

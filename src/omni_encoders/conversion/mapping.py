@@ -173,10 +173,12 @@ class ConversionReport:
     other_components: dict[str, int] = field(default_factory=dict)
 
     def summary(self, command: str) -> dict:
-        """Compact form for a model card: dropped and initialised keys grouped over layer indices."""
-        dropped = {}
+        """Compact form for a model card: dropped keys by reason, and initialised keys, grouped over layer indices."""
+        dropped: dict[str, list[str]] = {}
         for key, reason in self.dropped.items():
-            dropped.setdefault(key_group(key), reason)
+            groups = dropped.setdefault(reason, [])
+            if key_group(key) not in groups:
+                groups.append(key_group(key))
         return {
             "source": self.source,
             "layout": self.layout,
@@ -266,9 +268,8 @@ def convert_state_dict(
                 continue
             templates = (rule.target,) if isinstance(rule.target, str) else rule.target
             targets = [component.target_prefix + template.format(*match.groups()) for template in templates]
-            missing = [target for target in targets if target not in target_shapes]
-            if missing:
-                report.dropped[full_key] = f"this model has no {', '.join(missing)} (not in its config)"
+            if any(target not in target_shapes for target in targets):
+                report.dropped[full_key] = "not in this model (its config leaves that module out)"
                 continue
             value = rule.transform(tensor) if rule.transform is not None else tensor
             if len(targets) > 1:

@@ -183,7 +183,11 @@ def convert_reference_checkpoint(
     state_dict = load_state_dict(checkpoint)
     target_shapes = {key: tensor.shape for key, tensor in model.state_dict().items()}
     converted, report = convert_state_dict(
-        state_dict, target_shapes, layout.components, source=str(checkpoint), layout=f"reference {model_type}"
+        state_dict,
+        target_shapes,
+        layout.components,
+        source=Path(checkpoint).name,  # not the local path: the report and card may be published
+        layout=f"reference {model_type}",
     )
     if not converted:
         prefixes = ", ".join(component.source_prefix for component in layout.components)

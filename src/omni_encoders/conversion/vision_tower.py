@@ -157,6 +157,7 @@ def convert_vision_tower(
     if model_type not in TOWER_TARGETS:
         raise ValueError(f"No vision-tower conversion for model_type '{model_type}'; known: {sorted(TOWER_TARGETS)}.")
     target = TOWER_TARGETS[model_type]
+    is_hub_id = not Path(source).exists()
     local_source = resolve_checkpoint(source)
     tower_config = read_tower_config(local_source, backbone_config)
     config = target.build_config(tower_config, config_overrides)
@@ -168,7 +169,7 @@ def convert_vision_tower(
         state_dict,
         target_shapes,
         (Component("", "", tower_rules(target.backbone_prefix)),),
-        source=str(source),
+        source=str(source) if is_hub_id else Path(source).name,  # not a local path: the card may be published
         layout=f"{tower_config.model_type} tower",
     )
     if not any(key.startswith(target.backbone_prefix) for key in converted):
@@ -179,7 +180,7 @@ def convert_vision_tower(
     if output_dir is not None:
         folder = local_source if local_source.is_dir() else local_source.parent
         processor = target.build_processor(config, folder) if target.build_processor is not None else None
-        base_model = str(source) if not Path(source).exists() else None
+        base_model = str(source) if is_hub_id else None
         save_converted(
             model, output_dir, report, COMMAND, processor=processor, base_model=base_model, model_id=model_id
         )
