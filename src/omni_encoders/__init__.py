@@ -30,11 +30,23 @@ AutoModel.register(OmniVisionConfig, OmniVisionModel, exist_ok=True)
 AutoModelForImageClassification.register(OmniVisionConfig, OmniVisionForImageClassification, exist_ok=True)
 AutoImageProcessor.register(OmniVisionConfig, image_processor_classes={"pil": OmniVisionImageProcessor}, exist_ok=True)
 
+
+def __getattr__(name: str):
+    # The model-card module imports transformers' Trainer (seconds): load it on first use.
+    if name in ("OmniTrainer", "create_model_card"):
+        from . import modelcard
+
+        return getattr(modelcard, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "OmniTrainer",
     "OmniVisionConfig",
     "OmniVisionForImageClassification",
     "OmniVisionImageProcessor",
     "OmniVisionModel",
     "OmniVisionModelOutput",
     "OmniVisionPreTrainedModel",
+    "create_model_card",
 ]

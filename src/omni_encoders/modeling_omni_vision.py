@@ -16,6 +16,7 @@ from .configuration_omni_vision import OmniVisionConfig
 from .modeling_omni_common import (
     OmniAttention,
     OmniClassifierOutput,
+    OmniHubMixin,
     OmniMLP,
     OmniRotaryEmbedding,
     OmniTokenCompressor,
@@ -113,7 +114,7 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         return hidden_states_a, hidden_states_b, attn_weights
 
 
-class OmniVisionPreTrainedModel(PreTrainedModel):
+class OmniVisionPreTrainedModel(OmniHubMixin, PreTrainedModel):
     config: OmniVisionConfig
     config_class = OmniVisionConfig
     base_model_prefix = "model"
