@@ -40,7 +40,7 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
     Feature extractor of [`OmniAudioModel`]: turns audio into 16 kHz mono `input_values [B, S]` with an
     `attention_mask [B, S]` (right padding), and on request the log-mel frames of the speaker encoder.
 
-    Per clip it mixes multi-channel audio down to mono (mean of the channels), converts integer PCM to floats in
+    Per clip it mixes multi-channel audio down to mono (mean of the channels), converts 8/16/32-bit PCM to floats in
     [-1, 1), resamples other rates to `sampling_rate` with soxr, and rejects empty, non-finite or too-short clips
     (shorter than one encoder frame, `samples_per_frame` samples) with a `ValueError`. Then it pads/truncates the batch
     and, with `do_normalize`, normalises each clip to zero mean and unit variance over its valid samples only.
@@ -150,10 +150,14 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
             clip = np.asarray(clip)
         except ValueError as error:  # ragged nested lists
             raise ValueError(f"Clip {index} is not a rectangular array of samples: {error}") from None
-        if np.issubdtype(clip.dtype, np.integer):  # PCM: int16 -> [-1, 1)
+        if clip.dtype in (np.int8, np.int16, np.int32):  # signed PCM -> [-1, 1)
             clip = clip.astype(np.float32) / float(2 ** (8 * clip.dtype.itemsize - 1))
+        elif clip.dtype == np.uint8:  # unsigned 8-bit PCM, centred on 128
+            clip = (clip.astype(np.float32) - 128.0) / 128.0
         elif not np.issubdtype(clip.dtype, np.floating):
-            raise ValueError(f"Clip {index} has samples of dtype {clip.dtype}; expected floats or integer PCM.")
+            raise ValueError(
+                f"Clip {index} has samples of dtype {clip.dtype}; expected floats or int8/int16/int32/uint8 PCM."
+            )
         clip = clip.astype(np.float32, copy=False)
         if clip.ndim == 2:  # multi-channel: the channel axis is the shorter one
             clip = clip.mean(axis=int(np.argmin(clip.shape)))
@@ -231,8 +235,8 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
             raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]`, `dict`, or a list of these):
                 One clip (`[samples]`), a batch (`[batch, samples]` array or a list of clips), or `datasets`-style
                 dicts `{"array": ..., "sampling_rate": ...}`. A clip inside a list may be multi-channel
-                (`[channels, samples]` or `[samples, channels]`; mixed down to mono). Integer PCM is scaled to
-                [-1, 1).
+                (`[channels, samples]` or `[samples, channels]`; mixed down to mono). 8/16/32-bit integer PCM is scaled
+                to [-1, 1).
             sampling_rate (`int`, *optional*):
                 Rate of `raw_speech` (dict inputs carry their own). Other rates than `self.sampling_rate` are
                 resampled. Pass it: without it the audio is assumed to be at `self.sampling_rate`.

@@ -497,6 +497,9 @@ class OmniAudioPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The heads average their losses themselves: Trainer must not pass `num_items_in_batch` and should scale the loss
+    # for gradient accumulation.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module):
         std = self.config.initializer_range

@@ -85,6 +85,39 @@ class OmniAudioProcessor(ProcessorMixin):
         inputs["labels"] = labels
         return inputs
 
+    def pad(self, input_features=None, labels=None, **kwargs):
+        """Pad a batch for training, as a data collator needs.
+
+        Args:
+            input_features: a list of per-example feature dicts (e.g. `{"input_values": ...}` from the extractor),
+                padded by [`OmniAudioFeatureExtractor.pad`] (with `attention_mask`).
+            labels: a list of `{"input_ids": ...}` dicts (or id lists) of the transcripts, padded by the tokenizer;
+                padding becomes -100 when `return_tensors` is set.
+            kwargs: `padding`, `max_length`, `pad_to_multiple_of`, `return_tensors`, ...
+
+        Returns:
+            The padded features with `labels`, or only one of them.
+        """
+        if input_features is None and labels is None:
+            raise ValueError("Give `input_features`, `labels` or both to pad.")
+        features = self.feature_extractor.pad(input_features, **kwargs) if input_features is not None else None
+        if labels is None:
+            return features
+        labels = [label if isinstance(label, dict) else {"input_ids": label} for label in labels]
+        encodings = self.tokenizer.pad(labels, return_attention_mask=True, **kwargs)
+        label_ids = encodings["input_ids"]
+        if kwargs.get("return_tensors") is not None:
+            padding = encodings["attention_mask"] == 0
+            label_ids = (
+                label_ids.masked_fill(padding, -100)
+                if isinstance(label_ids, torch.Tensor)
+                else np.where(padding, -100, label_ids)
+            )
+        if features is None:
+            return label_ids
+        features["labels"] = label_ids
+        return features
+
     @property
     def model_input_names(self) -> list[str]:
         return self.feature_extractor.model_input_names + ["labels"]
