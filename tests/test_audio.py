@@ -192,7 +192,9 @@ FRAME_OUTPUTS = ("frames", "codes", "frame_logits")
 def _clip_outputs(model, input_values, attention_mask, speaker_features=None, speaker_mask=None):
     """The outputs of any of the three models, by name: per frame (`FRAME_OUTPUTS`) or per clip."""
     if isinstance(model, OmniAudioModel):
-        out = model(input_values, attention_mask, speaker_features=speaker_features, speaker_attention_mask=speaker_mask)
+        out = model(
+            input_values, attention_mask, speaker_features=speaker_features, speaker_attention_mask=speaker_mask
+        )
         return {
             "frames": out.last_hidden_state,
             "codes": out.audio_codes.float(),
@@ -299,7 +301,8 @@ def test_rmla_caches_only_latents_and_matches_explicit_attention():
     assert max_abs_diff(cache.latents[1], latent) < 1e-5 and max_abs_diff(cache.rope_keys[1], rope_key) < 1e-5
 
     query = (hidden @ attn.q_proj.weight.T).view(batch, frames, heads, head_dim).transpose(1, 2)
-    query = torch.cat([query[..., : head_dim - d_rope], _rotate(query[..., head_dim - d_rope :], positions, config.rope_theta)], -1)
+    nope = head_dim - d_rope
+    query = torch.cat([query[..., :nope], _rotate(query[..., nope:], positions, config.rope_theta)], -1)
     kv = (latent @ attn.kv_b_proj.weight.T).view(batch, frames, kv_heads, head_dim - d_rope + head_dim)
     key = torch.cat([kv[..., : head_dim - d_rope], rope_key[:, :, None].expand(-1, -1, kv_heads, -1)], -1)
     value = kv[..., head_dim - d_rope :]
@@ -516,7 +519,7 @@ def test_save_load_round_trip_and_auto_classes(tmp_path):
     assert type(classifier) is OmniAudioForAudioClassification
 
 
-# ----------------------------------------------------------------------------------------------------- feature extractor
+# ----------------------------------------------------------------------------------------------------- extractor
 
 
 @pytest.fixture
@@ -582,7 +585,8 @@ def test_feature_extractor_normalises_valid_samples_only(extractor):
     assert batch.input_values.shape == (2, 2000) and batch.attention_mask[1].sum() == 700
     assert np.allclose(batch.input_values[1, :700], alone.input_values[0], atol=1e-6)
     assert (batch.input_values[1, 700:] == 0).all()
-    assert abs(batch.input_values[1, :700].mean()) < 1e-5 and batch.input_values[1, :700].std() == pytest.approx(1, abs=1e-3)
+    valid = batch.input_values[1, :700]
+    assert abs(valid.mean()) < 1e-5 and valid.std() == pytest.approx(1, abs=1e-3)
     raw = extractor(short, sampling_rate=16000, do_normalize=False).input_values[0]
     assert np.allclose(raw, short.astype(np.float32))
 
@@ -591,7 +595,9 @@ def test_feature_extractor_padding_and_truncation(extractor):
     clips = [np.ones(1000), np.ones(300)]
     out = extractor(clips, sampling_rate=16000, padding="max_length", max_length=1200, return_tensors="np")
     assert out.input_values.shape == (2, 1200) and out.attention_mask.sum(-1).tolist() == [1000, 300]
-    out = extractor(clips, sampling_rate=16000, truncation=True, max_length=500, padding="max_length", return_tensors="np")
+    out = extractor(
+        clips, sampling_rate=16000, truncation=True, max_length=500, padding="max_length", return_tensors="np"
+    )
     assert out.input_values.shape == (2, 500) and out.attention_mask.sum(-1).tolist() == [500, 300]
     out = extractor(clips, sampling_rate=16000, padding=False)
     assert [len(v) for v in out.input_values] == [1000, 300]

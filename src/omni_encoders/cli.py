@@ -89,7 +89,7 @@ def synthesize_speech(text: str, voice: str = "en-us", pitch: int = 50) -> tuple
     import soundfile
 
     if shutil.which("espeak-ng") is None:
-        raise SystemExit("espeak-ng is needed to synthesise speech (`apt-get install espeak-ng`; scripts/setup.sh does it)")
+        raise SystemExit("espeak-ng is needed to synthesise speech: apt-get install espeak-ng (scripts/setup.sh does)")
     with tempfile.TemporaryDirectory() as folder:
         path = f"{folder}/speech.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", path, text], check=True, capture_output=True)

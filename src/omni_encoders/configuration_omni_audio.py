@@ -35,10 +35,10 @@ class OmniAudioConfig(PreTrainedConfig):
     downsampling, optional residual vector quantisation), Conformer blocks with rotary multi-head latent attention
     (RMLA) and a speaker encoder (log-mel of a reference -> convolutions -> BiLSTM -> attentive pooling).
 
-    The defaults build the spec's full size: tokenizer channels 32, 64, 128, 256, 512, 1024 with kernels 7, 5, 5, 3, 3,
-    3 and stride 2 each (250 frames/s at 16 kHz), 8 codebooks × 1024 entries, hidden size 1024, 6 Conformer blocks with
-    8 query heads, 2 key/value heads and a 256-wide K/V latent, depthwise kernel 31, and a 256-dimensional speaker
-    embedding from 80 mel bins.
+    The defaults build the spec's full size: tokenizer channels 32, 64, 128, 256, 512, 1024 with kernels 7, 5, 5, 3,
+    3, 3 and stride 2 each (250 frames/s at 16 kHz), 8 codebooks × 1024 entries, hidden size 1024, 6 Conformer blocks
+    with 8 query heads, 2 key/value heads and a 256-wide K/V latent, depthwise kernel 31, and a 256-dimensional
+    speaker embedding from 80 mel bins.
 
     Args:
         tokenizer_channels (`list[int]`, *optional*):
@@ -60,8 +60,8 @@ class OmniAudioConfig(PreTrainedConfig):
         codebook_size (`int`, *optional*, defaults to 1024):
             Entries per codebook.
         commitment_cost (`float`, *optional*, defaults to 0.25):
-            Weight β of the commitment term `β‖z − sg(q)‖²` in the quantiser loss (the codebook term `‖sg(z) − q‖²`
-            has weight 1).
+            Weight β of the commitment term `β‖z − sg(q)‖²` in the quantiser loss (the codebook term
+            `‖sg(z) − q‖²` has weight 1).
         hidden_size (`int`, *optional*, defaults to 1024):
             Width of the Conformer.
         num_hidden_layers (`int`, *optional*, defaults to 6):
@@ -236,7 +236,9 @@ class OmniAudioConfig(PreTrainedConfig):
                 f"qk_rope_head_dim ({self.qk_rope_head_dim}) must be even and at most head_dim ({self.head_dim})."
             )
         if self.conv_kernel_size % 2 == 0:
-            raise ValueError(f"conv_kernel_size must be odd (centred depthwise convolution), got {self.conv_kernel_size}.")
+            raise ValueError(
+                f"conv_kernel_size must be odd (centred depthwise convolution), got {self.conv_kernel_size}."
+            )
 
         if self.use_speaker_encoder:
             for name in (
@@ -252,7 +254,8 @@ class OmniAudioConfig(PreTrainedConfig):
 
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(
-                f"pad_token_id ({self.pad_token_id}) is the CTC blank and must be in [0, vocab_size={self.vocab_size})."
+                f"pad_token_id ({self.pad_token_id}) is the CTC blank and must be in [0, vocab_size="
+                f"{self.vocab_size})."
             )
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise ValueError(f"ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}.")

@@ -30,7 +30,8 @@ def _resample(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     except ImportError:
         raise ValueError(
             f"Audio sampled at {rate} Hz must be resampled to {target_rate} Hz, which needs the `soxr` package "
-            f"(`pip install soxr`, or `pip install omni-encoders[audio]`); or resample it to {target_rate} Hz yourself."
+            f"(`pip install soxr`, or `pip install omni-encoders[audio]`); or resample it to {target_rate} Hz "
+            "yourself."
         ) from None
     return soxr.resample(waveform, rate, target_rate, quality="HQ").astype(np.float32)
 
@@ -185,8 +186,9 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
         """Log-mel frames of the speaker encoder for zero-padded `waveforms [B, S]` -> `[B, S // hop, n_mels]`.
 
         Computed in one batched `torch.stft`; each clip's valid frames equal those of the clip alone."""
-        mel = _mel_spectrogram(self.sampling_rate, self.speaker_n_fft, self.speaker_hop_length, self.speaker_num_mel_bins)
-        return mel(waveforms)
+        return _mel_spectrogram(
+            self.sampling_rate, self.speaker_n_fft, self.speaker_hop_length, self.speaker_num_mel_bins
+        )(waveforms)
 
     def _speaker_features(self, values: list[np.ndarray], lengths: list[int]) -> tuple[list, list]:
         too_short = [index for index, length in enumerate(lengths) if length < self.speaker_hop_length]

@@ -150,7 +150,9 @@ class OmniAudioConvLayer(nn.Module):
     right, so every output frame is centred on its input window and the output length is `L // stride`.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, num_groups: int, eps: float):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, num_groups: int, eps: float
+    ):
         super().__init__()
         self.stride = stride
         left = (kernel_size - 1) // 2
@@ -193,9 +195,9 @@ class OmniAudioResidualVectorQuantizer(nn.Module):
             `(quantised features [B, T, D]` (straight-through; zero at padded frames), `codes [B, T, num_codebooks]`
             (-1 at padded frames), `loss` (scalar))`.
         """
-        valid = (
-            torch.ones(features.shape[:2], dtype=torch.bool, device=features.device) if frame_mask is None else frame_mask
-        )
+        valid = frame_mask
+        if valid is None:
+            valid = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
         weights = valid.to(torch.float32).unsqueeze(-1)
         denominator = weights.sum().clamp(min=1) * features.shape[-1]
 
@@ -225,7 +227,9 @@ class OmniAudioResidualVectorQuantizer(nn.Module):
         """`codes [B, T, num_codebooks]` -> quantised features `[B, T, D]`: the sum of the selected entries of every
         codebook (zero where codes are -1)."""
         if codes.shape[-1] != len(self.codebooks):
-            raise ValueError(f"Expected codes with {len(self.codebooks)} codebooks in the last dim, got {tuple(codes.shape)}.")
+            raise ValueError(
+                f"Expected codes with {len(self.codebooks)} codebooks in the last dim, got {tuple(codes.shape)}."
+            )
         valid = codes >= 0
         quantized = 0
         for stage, codebook in enumerate(self.codebooks):
@@ -411,12 +415,47 @@ class OmniAudioSpeakerConvLayer(nn.Module):
         return hidden_states if mask is None else hidden_states * mask
 
 
+def reverse_within_lengths(hidden_states: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Reverse each row of `hidden_states [B, T, C]` over its first `lengths[b]` steps, leaving the padding in place
+    (its own inverse). Without lengths, a plain flip over time."""
+    if lengths is None:
+        return hidden_states.flip(1)
+    steps = torch.arange(hidden_states.shape[1], device=hidden_states.device)
+    index = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    return hidden_states.gather(1, index[..., None].expand_as(hidden_states))
+
+
+class OmniAudioBidirectionalLSTM(nn.Module):
+    """Stacked bidirectional LSTM over padded sequences, without packing.
+
+    Every layer runs one LSTM per direction; the backward one reads each sequence reversed within its own length, so
+    it starts at the sequence's last valid step and padding (kept at the end) never reaches valid outputs. Unlike
+    `pack_padded_sequence`, this needs no device-to-host copy of the lengths and compiles with `torch.compile(...,
+    fullgraph=True)` (dynamo traces LSTMs once `torch._dynamo.config.allow_rnn = True`).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int):
+        super().__init__()
+        sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
+        self.forward_layers = nn.ModuleList([nn.LSTM(size, hidden_size, batch_first=True) for size in sizes])
+        self.backward_layers = nn.ModuleList([nn.LSTM(size, hidden_size, batch_first=True) for size in sizes])
+
+    def forward(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`hidden_states [B, T, C]`, `lengths [B]` (None: all valid) -> `[B, T, 2 * hidden_size]`, valid steps
+        equal to those of each sequence alone."""
+        for forward_layer, backward_layer in zip(self.forward_layers, self.backward_layers):
+            forward_output, _ = forward_layer(hidden_states)
+            backward_output, _ = backward_layer(reverse_within_lengths(hidden_states, lengths))
+            hidden_states = torch.cat([forward_output, reverse_within_lengths(backward_output, lengths)], dim=-1)
+        return hidden_states
+
+
 class OmniAudioSpeakerEncoder(nn.Module):
     """Zero-shot speaker encoder: log-mel frames of a reference -> convolutions -> bidirectional LSTM -> attentive
     pooling -> projection -> L2-normalised embedding.
 
-    Padded frames never reach the result: the convolutions see zeros there, the LSTM runs on packed sequences (each
-    clip's backward direction starts at its own last frame) and the pooling weights of padded frames are zero.
+    Padded frames never reach the result: the convolutions see zeros there, the LSTM's backward direction starts at
+    each clip's own last frame and the pooling weights of padded frames are zero.
     """
 
     def __init__(self, config: OmniAudioConfig):
@@ -434,9 +473,7 @@ class OmniAudioSpeakerEncoder(nn.Module):
                 for index in range(config.speaker_num_conv_layers)
             ]
         )
-        self.lstm = nn.LSTM(
-            hidden_size, hidden_size, num_layers=config.speaker_num_lstm_layers, batch_first=True, bidirectional=True
-        )
+        self.lstm = OmniAudioBidirectionalLSTM(hidden_size, hidden_size, config.speaker_num_lstm_layers)
         self.attention = nn.Sequential(nn.Linear(2 * hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
         self.output_proj = nn.Linear(2 * hidden_size, config.speaker_embedding_size)
 
@@ -461,16 +498,7 @@ class OmniAudioSpeakerEncoder(nn.Module):
             conv_mask = mask[:, None].to(dtype)
         for layer in self.frame_encoder:
             hidden_states = layer(hidden_states, conv_mask)
-        hidden_states = hidden_states.transpose(1, 2)
-
-        if lengths is None:
-            hidden_states, _ = self.lstm(hidden_states)
-        else:
-            packed = nn.utils.rnn.pack_padded_sequence(
-                hidden_states, lengths.cpu(), batch_first=True, enforce_sorted=False
-            )
-            hidden_states, _ = self.lstm(packed)
-            hidden_states, _ = nn.utils.rnn.pad_packed_sequence(hidden_states, batch_first=True, total_length=num_frames)
+        hidden_states = self.lstm(hidden_states.transpose(1, 2), lengths)
 
         scores = self.attention(hidden_states).squeeze(-1).float()
         if mask is not None:
@@ -557,7 +585,8 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         """Validate the waveform batch and return the valid samples per clip (None when nothing is padded)."""
         if input_values.dim() != 2:
             raise ValueError(
-                f"input_values must have shape [batch, samples] (or [batch, 1, samples]), got {tuple(input_values.shape)}."
+                "input_values must have shape [batch, samples] (or [batch, 1, samples]), got "
+                f"{tuple(input_values.shape)}."
             )
         samples_per_frame = self.config.inputs_to_logits_ratio
         if input_values.shape[-1] < samples_per_frame:
@@ -648,7 +677,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
                 accepted too). At least `config.inputs_to_logits_ratio` (64) samples.
             attention_mask (`torch.LongTensor` of shape `(batch_size, num_samples)`, *optional*):
                 1 on the valid samples of each clip, 0 on right padding.
-            speaker_features (`torch.FloatTensor` of shape `(batch_size, num_mel_frames, speaker_num_mel_bins)`, *optional*):
+            speaker_features (`torch.FloatTensor` of shape `(batch_size, num_mel_frames, speaker_num_mel_bins)`):
                 Log-mel frames of reference audio for the speaker encoder; `speaker_embeddings` are returned then.
             speaker_attention_mask (`torch.LongTensor` of shape `(batch_size, num_mel_frames)`, *optional*):
                 1 on the valid mel frames.

@@ -17,6 +17,13 @@ CTC_SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "|")
 ENGLISH_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
 
 
+def _mask_label_padding(labels, attention_mask):
+    """Label ids with -100 where the tokenizer padded (torch tensors or numpy arrays)."""
+    if isinstance(labels, torch.Tensor):
+        return labels.masked_fill(attention_mask == 0, -100)
+    return np.where(attention_mask == 0, -100, labels)
+
+
 class OmniAudioProcessor(ProcessorMixin):
     r"""
     Processor of [`OmniAudioForCTC`]: an [`OmniAudioFeatureExtractor`] for the audio and a `Wav2Vec2CTCTokenizer`
@@ -80,8 +87,7 @@ class OmniAudioProcessor(ProcessorMixin):
             return encodings
         labels = encodings["input_ids"]
         if return_tensors is not None:  # the blank would be ignored too; -100 is the usual label padding
-            padding = encodings["attention_mask"] == 0
-            labels = labels.masked_fill(padding, -100) if isinstance(labels, torch.Tensor) else np.where(padding, -100, labels)
+            labels = _mask_label_padding(labels, encodings["attention_mask"])
         inputs["labels"] = labels
         return inputs
 
@@ -107,12 +113,7 @@ class OmniAudioProcessor(ProcessorMixin):
         encodings = self.tokenizer.pad(labels, return_attention_mask=True, **kwargs)
         label_ids = encodings["input_ids"]
         if kwargs.get("return_tensors") is not None:
-            padding = encodings["attention_mask"] == 0
-            label_ids = (
-                label_ids.masked_fill(padding, -100)
-                if isinstance(label_ids, torch.Tensor)
-                else np.where(padding, -100, label_ids)
-            )
+            label_ids = _mask_label_padding(label_ids, encodings["attention_mask"])
         if features is None:
             return label_ids
         features["labels"] = label_ids
