@@ -7,9 +7,13 @@ Importing the package registers every config, model and processor with transform
 
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
     AutoModelForImageClassification,
+    AutoProcessor,
 )
 
 from .configuration_omni_vision import OmniVisionConfig
@@ -20,6 +24,17 @@ from .modeling_omni_vision import (
     OmniVisionModelOutput,
     OmniVisionPreTrainedModel,
 )
+from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
+from .feature_extraction_omni_audio import OmniAudioFeatureExtractor
+from .modeling_omni_audio import (
+    OmniAudioCTCOutput,
+    OmniAudioForAudioClassification,
+    OmniAudioForCTC,
+    OmniAudioModel,
+    OmniAudioModelOutput,
+    OmniAudioPreTrainedModel,
+)
+from .processing_omni_audio import OmniAudioProcessor
 
 
 __version__ = "0.1.0"
@@ -29,6 +44,14 @@ AutoConfig.register(OmniVisionConfig.model_type, OmniVisionConfig, exist_ok=True
 AutoModel.register(OmniVisionConfig, OmniVisionModel, exist_ok=True)
 AutoModelForImageClassification.register(OmniVisionConfig, OmniVisionForImageClassification, exist_ok=True)
 AutoImageProcessor.register(OmniVisionConfig, image_processor_classes={"pil": OmniVisionImageProcessor}, exist_ok=True)
+
+# Audio
+AutoConfig.register(OmniAudioConfig.model_type, OmniAudioConfig, exist_ok=True)
+AutoModel.register(OmniAudioConfig, OmniAudioModel, exist_ok=True)
+AutoModelForCTC.register(OmniAudioConfig, OmniAudioForCTC, exist_ok=True)
+AutoModelForAudioClassification.register(OmniAudioConfig, OmniAudioForAudioClassification, exist_ok=True)
+AutoFeatureExtractor.register(OmniAudioConfig, OmniAudioFeatureExtractor, exist_ok=True)
+AutoProcessor.register(OmniAudioConfig, OmniAudioProcessor, exist_ok=True)
 
 
 def __getattr__(name: str):
@@ -41,12 +64,25 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "OmniTrainer",
+    # audio
+    "OmniAudioCTCOutput",
+    "OmniAudioConfig",
+    "OmniAudioFeatureExtractor",
+    "OmniAudioForAudioClassification",
+    "OmniAudioForCTC",
+    "OmniAudioModel",
+    "OmniAudioModelOutput",
+    "OmniAudioPreTrainedModel",
+    "OmniAudioProcessor",
+    "audio_frame_lengths",
+    # vision
     "OmniVisionConfig",
     "OmniVisionForImageClassification",
     "OmniVisionImageProcessor",
     "OmniVisionModel",
     "OmniVisionModelOutput",
     "OmniVisionPreTrainedModel",
+    # training and the Hub
+    "OmniTrainer",
     "create_model_card",
 ]
