@@ -1,5 +1,8 @@
 """The video encoder: config, 3D-RoPE factorised attention, temporal MoE, frame masks, heads, processor, Auto classes,
-pipeline and remote code."""
+pipeline, model card and remote code."""
+
+import json
+import re
 
 import av
 import numpy as np
@@ -26,6 +29,7 @@ from omni_encoders import (
     OmniVideoVideoProcessor,
     OmniVisionConfig,
 )
+from omni_encoders.modelcard import create_model_card
 from omni_encoders.modeling_omni_common import apply_rotary_pos_emb, grid_positions
 from omni_encoders.modeling_omni_video import OmniVideoTemporalMoE, load_balancing_loss
 
@@ -463,6 +467,11 @@ def test_save_load_round_trip_and_auto_classes(tmp_path):
     model = OmniVideoForVideoClassification(tiny_video_config(num_labels=3)).eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {  # every Auto class of the model type
+        "AutoConfig": "configuration_omni_video.OmniVideoConfig",
+        "AutoModel": "modeling_omni_video.OmniVideoModel",
+        "AutoModelForVideoClassification": "modeling_omni_video.OmniVideoForVideoClassification",
+    }
     loaded = AutoModelForVideoClassification.from_pretrained(tmp_path).eval()
     assert type(loaded) is OmniVideoForVideoClassification
     x, frame_mask = torch.randn(2, 3, 3, 28, 28), torch.tensor([[1, 1, 1], [1, 0, 0]])
@@ -471,6 +480,15 @@ def test_save_load_round_trip_and_auto_classes(tmp_path):
         base = AutoModel.from_pretrained(tmp_path).eval()
         assert type(base) is OmniVideoModel
         assert torch.equal(base(x).last_hidden_state, model.model(x).last_hidden_state)
+
+
+def test_model_card_describes_the_video_classifier():
+    config = tiny_video_config(num_labels=2, id2label={0: "left", 1: "right"}, label2id={"left": 0, "right": 1})
+    card = create_model_card(OmniVideoForVideoClassification(config), model_id="org/omni-video-directions")
+    assert card.data.pipeline_tag == "video-classification"
+    assert {"omni_video", "video", "mixture-of-experts"} <= set(card.data.tags)
+    assert "2 classes: left, right" in card.text
+    assert re.search(r"`3` per\s+frame", card.text)  # the config's num_tokens_per_frame
 
 
 # ----------------------------------------------------------------------------------------------------- processor

@@ -7,16 +7,19 @@ Importing the package registers every config, model and processor with transform
 
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
     AutoModelForImageClassification,
     AutoModelForVideoClassification,
+    AutoProcessor,
 )
 
 # `transformers.AutoVideoProcessor` is a placeholder that raises when torchvision is missing; the class itself is not.
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
-from .configuration_omni_video import OmniVideoConfig
 from .configuration_omni_vision import OmniVisionConfig
 from .image_processing_omni_vision import OmniVisionImageProcessor
 from .modeling_omni_vision import (
@@ -25,6 +28,18 @@ from .modeling_omni_vision import (
     OmniVisionModelOutput,
     OmniVisionPreTrainedModel,
 )
+from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
+from .feature_extraction_omni_audio import OmniAudioFeatureExtractor
+from .modeling_omni_audio import (
+    OmniAudioCTCOutput,
+    OmniAudioForAudioClassification,
+    OmniAudioForCTC,
+    OmniAudioModel,
+    OmniAudioModelOutput,
+    OmniAudioPreTrainedModel,
+)
+from .processing_omni_audio import OmniAudioProcessor
+from .configuration_omni_video import OmniVideoConfig
 from .modeling_omni_video import (
     OmniVideoForVideoClassification,
     OmniVideoModel,
@@ -48,17 +63,51 @@ AutoModel.register(OmniVideoConfig, OmniVideoModel, exist_ok=True)
 AutoModelForVideoClassification.register(OmniVideoConfig, OmniVideoForVideoClassification, exist_ok=True)
 AutoVideoProcessor.register(OmniVideoConfig, OmniVideoVideoProcessor, exist_ok=True)
 
+# Audio
+AutoConfig.register(OmniAudioConfig.model_type, OmniAudioConfig, exist_ok=True)
+AutoModel.register(OmniAudioConfig, OmniAudioModel, exist_ok=True)
+AutoModelForCTC.register(OmniAudioConfig, OmniAudioForCTC, exist_ok=True)
+AutoModelForAudioClassification.register(OmniAudioConfig, OmniAudioForAudioClassification, exist_ok=True)
+AutoFeatureExtractor.register(OmniAudioConfig, OmniAudioFeatureExtractor, exist_ok=True)
+AutoProcessor.register(OmniAudioConfig, OmniAudioProcessor, exist_ok=True)
+
+
+def __getattr__(name: str):
+    # The model-card module imports transformers' Trainer (seconds): load it on first use.
+    if name in ("OmniTrainer", "create_model_card"):
+        from . import modelcard
+
+        return getattr(modelcard, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    # audio
+    "OmniAudioCTCOutput",
+    "OmniAudioConfig",
+    "OmniAudioFeatureExtractor",
+    "OmniAudioForAudioClassification",
+    "OmniAudioForCTC",
+    "OmniAudioModel",
+    "OmniAudioModelOutput",
+    "OmniAudioPreTrainedModel",
+    "OmniAudioProcessor",
+    "audio_frame_lengths",
+    # video
     "OmniVideoConfig",
     "OmniVideoForVideoClassification",
     "OmniVideoModel",
     "OmniVideoModelOutput",
     "OmniVideoPreTrainedModel",
     "OmniVideoVideoProcessor",
+    # vision
     "OmniVisionConfig",
     "OmniVisionForImageClassification",
     "OmniVisionImageProcessor",
     "OmniVisionModel",
     "OmniVisionModelOutput",
     "OmniVisionPreTrainedModel",
+    # training and the Hub
+    "OmniTrainer",
+    "create_model_card",
 ]

@@ -80,37 +80,90 @@ def tour_vision(args: argparse.Namespace) -> None:
         raise SystemExit("vision encoder produced non-finite values")
 
 
-def write_moving_digit_video(
-    path: str, num_frames: int = 24, size: int = 96, fps: int = 12, digit_index: int = 0
-) -> str:
-    """Write an mp4 (H.264, via PyAV) of a scikit-learn handwritten digit sliding from left to right: the direction of
-    motion can only be told from the order of the frames. Returns `path`."""
-    import av
-    import numpy as np
-    import PIL.Image
-    from sklearn.datasets import load_digits
+def synthesize_speech(text: str, voice: str = "en-us", pitch: int = 50) -> tuple:
+    """Speech made on this machine with espeak-ng: `(float32 waveform, sampling rate)` (22.05 kHz mono)."""
+    import shutil
+    import subprocess
+    import tempfile
 
-    digit = load_digits().images[digit_index] / 16.0 * 255  # 8x8, 0-16 gray levels
-    glyph = np.asarray(PIL.Image.fromarray(digit.astype(np.uint8)).resize((size // 2, size // 2), PIL.Image.BICUBIC))
-    offsets = np.linspace(0, size - glyph.shape[1], num_frames).astype(int)
-    frames = np.zeros((num_frames, size, size, 3), dtype=np.uint8)
-    top = (size - glyph.shape[0]) // 2
-    for frame, left in zip(frames, offsets):  # building the test video, not a model hot path
-        frame[top : top + glyph.shape[0], left : left + glyph.shape[1]] = glyph[..., None]
-    with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
+    import soundfile
+
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("espeak-ng is needed to synthesise speech: apt-get install espeak-ng (scripts/setup.sh does)")
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/speech.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", path, text], check=True, capture_output=True)
+        return soundfile.read(path, dtype="float32")
+
+
+def encode_audio(waveforms: list, sampling_rate: int, size: str = "full", dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Encode `waveforms` (the first for the encoder, all of them as speaker references) with a randomly initialised
+    audio encoder with residual quantisation (`size="full"`: the spec's model) and return shapes and timings."""
+    from . import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioModel
+
+    if size == "full":
+        config = OmniAudioConfig(use_quantizer=True)
+    else:
+        config = OmniAudioConfig(
+            use_quantizer=True, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, kv_lora_rank=64,
+            qk_rope_head_dim=32, intermediate_size=1024, tokenizer_channels=[32, 64, 64, 128, 128, 256],
+            speaker_hidden_size=128, speaker_embedding_size=128, speaker_num_lstm_layers=2,
+        )
+    start = time.perf_counter()
+    model = OmniAudioModel._from_config(config, dtype=dtype).eval()
+    build_seconds = time.perf_counter() - start
+    extractor = OmniAudioFeatureExtractor(samples_per_frame=config.inputs_to_logits_ratio)
+    start = time.perf_counter()
+    inputs = extractor(waveforms[:1], sampling_rate=sampling_rate, return_tensors="pt")
+    references = extractor(waveforms, sampling_rate=sampling_rate, return_speaker_features=True, return_tensors="pt")
+    extract_seconds = time.perf_counter() - start
+    with torch.inference_mode():
+        model(inputs.input_values.to(dtype), inputs.attention_mask)  # warm-up
+        start = time.perf_counter()
+        outputs = model(inputs.input_values.to(dtype), inputs.attention_mask, use_cache=True)
+        forward_seconds = time.perf_counter() - start
+        speakers = model.get_speaker_embeddings(references.speaker_features, references.speaker_attention_mask)
+    seconds = inputs.input_values.shape[1] / extractor.sampling_rate
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "input_values": tuple(inputs.input_values.shape),
+        "frames": tuple(outputs.last_hidden_state.shape),
+        "frames_per_second": outputs.last_hidden_state.shape[1] / seconds,
+        "codes": tuple(outputs.audio_codes.shape),
+        "cache_kib": outputs.cache.memory_bytes() / 1024,
+        "speaker_features": tuple(references.speaker_features.shape),
+        "speaker_embeddings": tuple(speakers.shape),
+        "speaker_norms": [round(float(norm), 3) for norm in speakers.float().norm(dim=-1)],
+        "build_seconds": build_seconds,
+        "extract_seconds": extract_seconds,
+        "forward_seconds": forward_seconds,
+        "finite": bool(torch.isfinite(outputs.last_hidden_state).all() and torch.isfinite(speakers).all()),
+    }
+
+
+def tour_audio(args: argparse.Namespace) -> None:
+    _banner(f"Audio encoder ({args.size} size, {args.dtype})")
+    sentence = "The quick brown fox jumps over the lazy dog."
+    speech, rate = synthesize_speech(sentence)
+    other_voice, _ = synthesize_speech(sentence, voice="en-gb", pitch=80)
+    print(f"speech: espeak-ng {sentence!r}, {len(speech) / rate:.1f} s at {rate} Hz (resampled to 16 kHz), and the "
+          "same sentence in a second voice as a speaker reference")
+    report = encode_audio([speech, other_voice], rate, size=args.size, dtype=DTYPES[args.dtype])
+    print(f"parameters: {report['parameters'] / 1e6:.1f} M (built in {report['build_seconds']:.1f} s)")
+    print(f"input_values {report['input_values']} -> frames {report['frames']} ({report['frames_per_second']:.0f} "
+          f"frames/s), RVQ codes {report['codes']}, latent K/V cache {report['cache_kib']:.0f} KiB")
+    print(f"speaker features {report['speaker_features']} -> embeddings {report['speaker_embeddings']} "
+          f"(L2 norms {report['speaker_norms']})")
+    print(f"feature extraction: {report['extract_seconds'] * 1000:.0f} ms, forward: "
+          f"{report['forward_seconds'] * 1000:.0f} ms, outputs finite: {report['finite']}")
+    if not report["finite"]:
+        raise SystemExit("audio encoder produced non-finite values")
 
 
 def encode_videos(
-    paths: list[str], size: str = "full", dtype: torch.dtype = torch.bfloat16, num_frames: int | None = None
+    videos: list, size: str = "full", dtype: torch.dtype = torch.bfloat16, num_frames: int | None = None
 ) -> dict:
-    """Encode the video files `paths` (one batch; clips shorter than `num_frames` are padded and masked) with a
+    """Encode `videos` (files or frame arrays, one batch; clips shorter than `num_frames` are padded and masked) with a
     randomly initialised video encoder (`size="full"`: the spec's model on SigLIP so400m frames) and return the output
     shapes and timings. `num_frames` defaults to the config's (16 at full size)."""
     from . import OmniVideoConfig, OmniVideoModel, OmniVideoVideoProcessor
@@ -134,7 +187,7 @@ def encode_videos(
         size={"height": config.image_size, "width": config.image_size}, num_frames=num_frames or config.num_frames
     )
     start = time.perf_counter()
-    inputs = processor(paths, return_tensors="pt", return_metadata=True)
+    inputs = processor(videos, return_tensors="pt", return_metadata=True)
     process_seconds = time.perf_counter() - start
     with torch.inference_mode():
         start = time.perf_counter()
@@ -159,16 +212,20 @@ def encode_videos(
 def tour_video(args: argparse.Namespace) -> None:
     import tempfile
 
+    from .data import DIRECTIONS, build_moving_digit_videos, read_video
+
     _banner(f"Video encoder ({args.size} size, {args.dtype})")
     # At full size every frame goes through SigLIP so400m: 4 frames per clip keep the CPU tour short (the model takes
     # up to 32).
     num_frames = 4 if args.size == "full" else 8
     with tempfile.TemporaryDirectory() as folder:
-        clip = write_moving_digit_video(f"{folder}/digit_moving_right.mp4", num_frames=24)
-        short = write_moving_digit_video(f"{folder}/short_clip.mp4", num_frames=3, digit_index=3)
-        print("videos: a scikit-learn digit sliding right (24 frames at 12 fps) and a 3-frame clip, H.264 mp4 written "
-              f"with PyAV; sampling {num_frames} frames per clip")
-        report = encode_videos([clip, short], size=args.size, dtype=DTYPES[args.dtype], num_frames=num_frames)
+        videos = build_moving_digit_videos(num_videos=8, num_frames=16, frame_size=64, motion="line", cache_dir=folder)
+        clip, other = videos["test"][0], videos["test"][1]
+        short = read_video(other["video"])[:3]  # the first 3 frames of another clip, as a [T, H, W, 3] array
+        print(f"videos: a digit moving {DIRECTIONS[clip['label']]} (16 frames of 64x64, H.264 mp4 from "
+              f"omni_encoders.data) and the first 3 frames of one moving {DIRECTIONS[other['label']]} (an array); "
+              f"sampling {num_frames} frames per clip")
+        report = encode_videos([clip["video"], short], size=args.size, dtype=DTYPES[args.dtype], num_frames=num_frames)
     print(f"parameters: {report['parameters'] / 1e6:.1f} M (built in {report['build_seconds']:.1f} s)")
     print(f"decoded, sampled and resized in {report['process_seconds'] * 1000:.0f} ms: "
           f"frames {report['sampled_frames']}")
@@ -183,6 +240,7 @@ def tour_video(args: argparse.Namespace) -> None:
 TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
     "vision": tour_vision,
     "video": tour_video,
+    "audio": tour_audio,
 }
 
 

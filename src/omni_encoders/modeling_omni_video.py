@@ -19,6 +19,7 @@ from .modeling_omni_common import (
     OmniAttention,
     OmniClassifierOutput,
     OmniGatedMLP,
+    OmniHubMixin,
     OmniRotaryEmbedding,
     OmniTokenCompressor,
     grid_positions,
@@ -273,7 +274,7 @@ class OmniVideoBlock(GradientCheckpointingLayer):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniVideoPreTrainedModel(PreTrainedModel):
+class OmniVideoPreTrainedModel(OmniHubMixin, PreTrainedModel):
     config: OmniVideoConfig
     config_class = OmniVideoConfig
     base_model_prefix = "model"
