@@ -13,8 +13,12 @@ from transformers import (
     AutoModelForAudioClassification,
     AutoModelForCTC,
     AutoModelForImageClassification,
+    AutoModelForVideoClassification,
     AutoProcessor,
 )
+
+# `transformers.AutoVideoProcessor` is a placeholder that raises when torchvision is missing; the class itself is not.
+from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
 from .configuration_omni_vision import OmniVisionConfig
 from .image_processing_omni_vision import OmniVisionImageProcessor
@@ -35,6 +39,14 @@ from .modeling_omni_audio import (
     OmniAudioPreTrainedModel,
 )
 from .processing_omni_audio import OmniAudioProcessor
+from .configuration_omni_video import OmniVideoConfig
+from .modeling_omni_video import (
+    OmniVideoForVideoClassification,
+    OmniVideoModel,
+    OmniVideoModelOutput,
+    OmniVideoPreTrainedModel,
+)
+from .video_processing_omni_video import OmniVideoVideoProcessor
 
 
 __version__ = "0.1.0"
@@ -44,6 +56,12 @@ AutoConfig.register(OmniVisionConfig.model_type, OmniVisionConfig, exist_ok=True
 AutoModel.register(OmniVisionConfig, OmniVisionModel, exist_ok=True)
 AutoModelForImageClassification.register(OmniVisionConfig, OmniVisionForImageClassification, exist_ok=True)
 AutoImageProcessor.register(OmniVisionConfig, image_processor_classes={"pil": OmniVisionImageProcessor}, exist_ok=True)
+
+# Video
+AutoConfig.register(OmniVideoConfig.model_type, OmniVideoConfig, exist_ok=True)
+AutoModel.register(OmniVideoConfig, OmniVideoModel, exist_ok=True)
+AutoModelForVideoClassification.register(OmniVideoConfig, OmniVideoForVideoClassification, exist_ok=True)
+AutoVideoProcessor.register(OmniVideoConfig, OmniVideoVideoProcessor, exist_ok=True)
 
 # Audio
 AutoConfig.register(OmniAudioConfig.model_type, OmniAudioConfig, exist_ok=True)
@@ -75,6 +93,13 @@ __all__ = [
     "OmniAudioPreTrainedModel",
     "OmniAudioProcessor",
     "audio_frame_lengths",
+    # video
+    "OmniVideoConfig",
+    "OmniVideoForVideoClassification",
+    "OmniVideoModel",
+    "OmniVideoModelOutput",
+    "OmniVideoPreTrainedModel",
+    "OmniVideoVideoProcessor",
     # vision
     "OmniVisionConfig",
     "OmniVisionForImageClassification",

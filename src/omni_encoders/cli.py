@@ -160,8 +160,86 @@ def tour_audio(args: argparse.Namespace) -> None:
         raise SystemExit("audio encoder produced non-finite values")
 
 
+def encode_videos(
+    videos: list, size: str = "full", dtype: torch.dtype = torch.bfloat16, num_frames: int | None = None
+) -> dict:
+    """Encode `videos` (files or frame arrays, one batch; clips shorter than `num_frames` are padded and masked) with a
+    randomly initialised video encoder (`size="full"`: the spec's model on SigLIP so400m frames) and return the output
+    shapes and timings. `num_frames` defaults to the config's (16 at full size)."""
+    from . import OmniVideoConfig, OmniVideoModel, OmniVideoVideoProcessor
+
+    if size == "full":
+        config = OmniVideoConfig()
+    else:
+        config = OmniVideoConfig(
+            vision_config={
+                "backbone_config": {"model_type": "siglip_vision_model", "hidden_size": 192, "intermediate_size": 768,
+                                    "num_hidden_layers": 4, "num_attention_heads": 4, "image_size": 224,
+                                    "patch_size": 16},
+                "num_attention_heads": 4, "num_hidden_layers": 1,
+            },
+            num_hidden_layers=2, num_attention_heads=4, num_tokens_per_frame=16, num_frames=8,
+        )
+    start = time.perf_counter()
+    model = OmniVideoModel._from_config(config, dtype=dtype).eval()
+    build_seconds = time.perf_counter() - start
+    processor = OmniVideoVideoProcessor(
+        size={"height": config.image_size, "width": config.image_size}, num_frames=num_frames or config.num_frames
+    )
+    start = time.perf_counter()
+    inputs = processor(videos, return_tensors="pt", return_metadata=True)
+    process_seconds = time.perf_counter() - start
+    with torch.inference_mode():
+        start = time.perf_counter()
+        outputs = model(inputs.pixel_values_videos.to(dtype), frame_mask=inputs.frame_mask)
+        forward_seconds = time.perf_counter() - start
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "sampled_frames": [metadata.frames_indices for metadata in inputs.video_metadata],
+        "pixel_values_videos": tuple(inputs.pixel_values_videos.shape),
+        "frame_mask": inputs.frame_mask.tolist(),
+        "tokens": tuple(outputs.last_hidden_state.shape),
+        "token_mask_sums": outputs.attention_mask.sum(1).tolist(),
+        "pooled": tuple(outputs.pooler_output.shape),
+        "aux_loss": outputs.aux_loss.item(),
+        "build_seconds": build_seconds,
+        "process_seconds": process_seconds,
+        "forward_seconds": forward_seconds,
+        "finite": all(bool(torch.isfinite(t).all()) for t in (outputs.last_hidden_state, outputs.pooler_output)),
+    }
+
+
+def tour_video(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from .data import DIRECTIONS, build_moving_digit_videos, read_video
+
+    _banner(f"Video encoder ({args.size} size, {args.dtype})")
+    # At full size every frame goes through SigLIP so400m: 4 frames per clip keep the CPU tour short (the model takes
+    # up to 32).
+    num_frames = 4 if args.size == "full" else 8
+    with tempfile.TemporaryDirectory() as folder:
+        videos = build_moving_digit_videos(num_videos=8, num_frames=16, frame_size=64, motion="line", cache_dir=folder)
+        clip, other = videos["test"][0], videos["test"][1]
+        short = read_video(other["video"])[:3]  # the first 3 frames of another clip, as a [T, H, W, 3] array
+        print(f"videos: a digit moving {DIRECTIONS[clip['label']]} (16 frames of 64x64, H.264 mp4 from "
+              f"omni_encoders.data) and the first 3 frames of one moving {DIRECTIONS[other['label']]} (an array); "
+              f"sampling {num_frames} frames per clip")
+        report = encode_videos([clip["video"], short], size=args.size, dtype=DTYPES[args.dtype], num_frames=num_frames)
+    print(f"parameters: {report['parameters'] / 1e6:.1f} M (built in {report['build_seconds']:.1f} s)")
+    print(f"decoded, sampled and resized in {report['process_seconds'] * 1000:.0f} ms: "
+          f"frames {report['sampled_frames']}")
+    print(f"pixel_values_videos {report['pixel_values_videos']}, frame_mask {report['frame_mask']}")
+    print(f"-> tokens {report['tokens']} (valid per video {report['token_mask_sums']}), pooled {report['pooled']}, "
+          f"MoE aux loss {report['aux_loss']:.3f}")
+    print(f"forward: {report['forward_seconds'] * 1000:.0f} ms, outputs finite: {report['finite']}")
+    if not report["finite"]:
+        raise SystemExit("video encoder produced non-finite values")
+
+
 TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
     "vision": tour_vision,
+    "video": tour_video,
     "audio": tour_audio,
 }
 
