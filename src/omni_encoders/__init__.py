@@ -7,19 +7,34 @@ Importing the package registers every config, model and processor with transform
 
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForTextToWaveform,
+    AutoProcessor,
+    AutoTokenizer,
 )
 
+from .configuration_omni_audio_decoder import OmniAudioDecoderConfig
 from .configuration_omni_vision import OmniVisionConfig
+from .feature_extraction_omni_audio_decoder import OmniAudioDecoderFeatureExtractor
 from .image_processing_omni_vision import OmniVisionImageProcessor
+from .modeling_omni_audio_decoder import (
+    OmniAudioDecoderModel,
+    OmniAudioDecoderOutput,
+    OmniAudioDecoderPreTrainedModel,
+    length_regulate,
+    monotonic_alignment_search,
+)
 from .modeling_omni_vision import (
     OmniVisionForImageClassification,
     OmniVisionModel,
     OmniVisionModelOutput,
     OmniVisionPreTrainedModel,
 )
+from .processing_omni_audio_decoder import OmniAudioDecoderCollator, OmniAudioDecoderProcessor
+from .tokenization_omni_audio_decoder import OmniAudioDecoderTokenizer
 
 
 __version__ = "0.1.0"
@@ -30,11 +45,38 @@ AutoModel.register(OmniVisionConfig, OmniVisionModel, exist_ok=True)
 AutoModelForImageClassification.register(OmniVisionConfig, OmniVisionForImageClassification, exist_ok=True)
 AutoImageProcessor.register(OmniVisionConfig, image_processor_classes={"pil": OmniVisionImageProcessor}, exist_ok=True)
 
+# Audio decoder (text to speech)
+AutoConfig.register(OmniAudioDecoderConfig.model_type, OmniAudioDecoderConfig, exist_ok=True)
+AutoModelForTextToWaveform.register(OmniAudioDecoderConfig, OmniAudioDecoderModel, exist_ok=True)
+AutoTokenizer.register(OmniAudioDecoderConfig, tokenizer_class=OmniAudioDecoderTokenizer, exist_ok=True)
+AutoFeatureExtractor.register(OmniAudioDecoderConfig, OmniAudioDecoderFeatureExtractor, exist_ok=True)
+AutoProcessor.register(OmniAudioDecoderConfig, OmniAudioDecoderProcessor, exist_ok=True)
+
 __all__ = [
+    "OmniAudioDecoderCollator",
+    "OmniAudioDecoderConfig",
+    "OmniAudioDecoderFeatureExtractor",
+    "OmniAudioDecoderGANTrainer",
+    "OmniAudioDecoderModel",
+    "OmniAudioDecoderOutput",
+    "OmniAudioDecoderPreTrainedModel",
+    "OmniAudioDecoderProcessor",
+    "OmniAudioDecoderTokenizer",
     "OmniVisionConfig",
     "OmniVisionForImageClassification",
     "OmniVisionImageProcessor",
     "OmniVisionModel",
     "OmniVisionModelOutput",
     "OmniVisionPreTrainedModel",
+    "length_regulate",
+    "monotonic_alignment_search",
 ]
+
+
+def __getattr__(name: str):
+    # The GAN trainer imports `transformers.Trainer` (and with it datasets, accelerate, ...): load it on first use.
+    if name == "OmniAudioDecoderGANTrainer":
+        from .trainer_omni_audio_decoder import OmniAudioDecoderGANTrainer
+
+        return OmniAudioDecoderGANTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,6 +36,9 @@ from .modeling_omni_vocoder import OmniVocoder, init_vocoder_weights, multi_reso
 
 logger = logging.get_logger(__name__)
 
+# Aligner score of padded tokens: exp() of it is 0 in float32, yet sums of it stay finite.
+PADDED_TOKEN_LOGIT = -1e4
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Alignment: Monotonic Alignment Search and the length regulator
@@ -312,7 +315,8 @@ def forward_sum_loss(
     the tokens in order (CTC with an extra blank symbol), divided by the number of tokens and averaged over the batch.
 
     Args:
-        log_probs: `[B, T, N]` log-probabilities of each token for each frame (`-inf` on padded tokens).
+        log_probs: `[B, T, N]` log-probabilities of each token for each frame (very negative, but finite, on padded
+            tokens: CTC's gradient is NaN at -inf).
         token_lengths, frame_lengths: `[B]` valid tokens and frames.
     """
     log_probs = F.pad(log_probs.float(), (1, 0), value=blank_logprob).log_softmax(dim=-1)  # blank = class 0
@@ -480,7 +484,7 @@ class OmniAudioDecoderAligner(nn.Module):
             log_prior: optional `[B, T, N]` log prior added to the scores.
 
         Returns:
-            `[B, T, N]` float32 log-probabilities of each token for each frame (`-inf` on padded tokens).
+            `[B, T, N]` float32 log-probabilities of each token for each frame (about `-1e4` on padded tokens).
         """
         keys = self._project(self.text_proj, text_states, token_mask).float()
         queries = self._project(self.mel_proj, mel.to(text_states.dtype), frame_mask).float()
@@ -490,7 +494,8 @@ class OmniAudioDecoderAligner(nn.Module):
         scores = -self.temperature * distances.clamp(min=0)
         if log_prior is not None:
             scores = scores + log_prior
-        scores = scores.masked_fill(~token_mask.unsqueeze(1), -math.inf)
+        # A large finite value, not -inf: CTC's backward turns -inf log-probabilities into NaN gradients.
+        scores = scores.masked_fill(~token_mask.unsqueeze(1), PADDED_TOKEN_LOGIT)
         return scores.log_softmax(dim=-1)
 
 
@@ -605,6 +610,8 @@ class OmniAudioDecoderPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The loss is a mean over the batch: let `Trainer` divide it for gradient accumulation.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module):
         std = self.config.initializer_range
@@ -968,8 +975,12 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
                 input_ids, attention_mask, inputs_embeds, speaker_ids, speaker_embeddings, speed=speed,
                 output_attentions=output_attentions, output_hidden_states=output_hidden_states,
             )
-            output.waveform = self.vocode(output.mel, output.mel_lengths)
-            output.waveform_lengths = output.mel_lengths * self.config.hop_length
+            # A new output (not item assignment) keeps the field order: the waveform comes first in the tuple.
+            output = OmniAudioDecoderOutput(
+                waveform=self.vocode(output.mel, output.mel_lengths),
+                waveform_lengths=output.mel_lengths * self.config.hop_length,
+                **output,
+            )
             return output if return_dict else output.to_tuple()
 
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
