@@ -1,0 +1,931 @@
+# Copyright 2026 The omni-encoders developers. Licensed under the Apache License, Version 2.0.
+"""The waveform decoder of the omni-encoders speech decoder, and the pieces to train it adversarially.
+
+- [`OmniVocoder`]: a BigVGAN-style vocoder, log-mel `[B, frames, n_mels]` -> waveform `[B, frames * hop_length]` in
+  `[-1, 1]`: transposed-convolution upsampling (8·8·2·2 = 256× by default), each stage followed by
+  multi-receptive-field fusion of multi-periodicity (AMP) residual blocks with Snake activations (optionally
+  alias-free). Weight-normalised convolutions (removable for inference) and an exact chunked streaming decode.
+- [`OmniMultiPeriodDiscriminator`] (HiFi-GAN) and [`OmniMultiResolutionDiscriminator`] (UnivNet/BigVGAN).
+- Losses: [`multi_resolution_stft_loss`], [`mel_spectrogram_loss`], and the LSGAN [`discriminator_loss`],
+  [`generator_adversarial_loss`] and [`feature_matching_loss`].
+- [`init_vocoder_weights`], to call from the owning `PreTrainedModel._init_weights`.
+
+These are plain `nn.Module`s and functions: the speech-decoder model builds them from its own config.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Receptive-field bookkeeping (for the exact streaming decode)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def _conv_input_span(conv: nn.Conv1d, first: int, last: int) -> tuple[int, int]:
+    """Input samples that output samples `first..last` of a stride-1 `conv` read (zero padding counts as outside)."""
+    padding, dilation, kernel_size = conv.padding[0], conv.dilation[0], conv.kernel_size[0]
+    return first - padding, last - padding + dilation * (kernel_size - 1)
+
+
+def _transposed_conv_input_span(
+    first: int, last: int, kernel_size: int, stride: int, padding: int
+) -> tuple[int, int]:
+    """Input samples that output samples `first..last` of a transposed convolution read.
+
+    Output `n` sums input `j` with tap `n + padding - j * stride` when that tap lies in `[0, kernel_size)`.
+    """
+    return _ceil_div(first + padding - kernel_size + 1, stride), (last + padding) // stride
+
+
+def _union(*spans: tuple[int, int]) -> tuple[int, int]:
+    return min(span[0] for span in spans), max(span[1] for span in spans)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Snake activation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> torch.Tensor:
+    """Kaiser-windowed sinc low-pass filter `[kernel_size]` (float32, unit DC gain), as in BigVGAN's alias-free
+    activations. `cutoff` and `half_width` are fractions of the sampling rate."""
+    half_size = kernel_size // 2
+    attenuation = 2.285 * (half_size - 1) * math.pi * 4 * half_width + 7.95
+    if attenuation > 50.0:
+        beta = 0.1102 * (attenuation - 8.7)
+    elif attenuation >= 21.0:
+        beta = 0.5842 * (attenuation - 21) ** 0.4 + 0.07886 * (attenuation - 21.0)
+    else:
+        beta = 0.0
+    window = torch.kaiser_window(kernel_size, periodic=False, beta=beta, dtype=torch.float64)
+    if kernel_size % 2 == 0:
+        time = torch.arange(-half_size, half_size, dtype=torch.float64) + 0.5
+    else:
+        time = torch.arange(kernel_size, dtype=torch.float64) - half_size
+    taps = 2 * cutoff * window * torch.sinc(2 * cutoff * time)
+    return (taps / taps.sum()).float()
+
+
+class OmniSnake(nn.Module):
+    """Snake activation `x + 1/alpha * sin²(alpha * x)` with a learnable frequency `alpha` per channel (BigVGAN).
+
+    Numerically safe for any `alpha`: `1/alpha` is taken as `sign(alpha) / max(|alpha|, eps)`, so `alpha -> 0` tends
+    to the identity (the true limit) instead of dividing by zero. Low-precision inputs (bf16/fp16) are computed in
+    float32 and cast back.
+
+    With `anti_alias=True` the activation runs at twice the sampling rate between Kaiser-sinc low-pass filters
+    (BigVGAN's alias-free `Activation1d`: 12-tap filters, replicate padding), so the harmonics Snake creates do not
+    fold back into the band. The filters are derived data, rebuilt per device on first use; they are not saved.
+
+    Args:
+        channels: number of channels (dim 1 of the input).
+        alpha: initial value of `alpha`.
+        log_scale_alpha: store `log(alpha)` instead of `alpha` (BigVGAN's `alpha_logscale`; keeps `alpha > 0`).
+        anti_alias: apply the activation alias-free at 2× the sampling rate.
+        eps: smallest `|alpha|` divided by.
+
+    Shapes: `[B, channels, T] -> [B, channels, T]`.
+    """
+
+    upsample_ratio = 2
+    filter_size = 12
+
+    def __init__(
+        self,
+        channels: int,
+        alpha: float = 1.0,
+        log_scale_alpha: bool = False,
+        anti_alias: bool = False,
+        eps: float = 1e-9,
+    ):
+        super().__init__()
+        if alpha <= 0:
+            raise ValueError(f"The initial Snake alpha must be > 0, got {alpha}.")
+        self.channels = channels
+        self.alpha_init = alpha
+        self.log_scale_alpha = log_scale_alpha
+        self.anti_alias = anti_alias
+        self.eps = eps
+        initial = math.log(alpha) if log_scale_alpha else alpha
+        self.alpha = nn.Parameter(torch.full((1, channels, 1), initial))
+        self._filters: dict[str, torch.Tensor] = {}
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, log_scale_alpha={self.log_scale_alpha}, anti_alias={self.anti_alias}"
+
+    def snake(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The plain Snake function, in float32."""
+        alpha = self.alpha.float()
+        if self.log_scale_alpha:
+            alpha = alpha.exp()
+            inverse_alpha = 1.0 / alpha.clamp_min(self.eps)
+        else:
+            inverse_alpha = torch.sign(alpha) / alpha.abs().clamp_min(self.eps)
+        hidden_states = hidden_states.float()
+        return torch.addcmul(hidden_states, torch.sin(alpha * hidden_states).square(), inverse_alpha)
+
+    def low_pass_filter(self, device: torch.device) -> torch.Tensor:
+        """The anti-aliasing filter `[1, 1, filter_size]` in float32 on `device` (cutoff at the input Nyquist)."""
+        key = str(device)
+        if key not in self._filters:
+            ratio = self.upsample_ratio
+            taps = kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, self.filter_size)
+            self._filters[key] = taps.to(device).view(1, 1, -1)
+        return self._filters[key]
+
+    # Padding of the 2× upsampler (replicate-pad, transposed conv, crop) and of the low-pass downsampler.
+    @property
+    def _upsample_padding(self) -> tuple[int, int]:
+        ratio, size = self.upsample_ratio, self.filter_size
+        pad = size // ratio - 1
+        return pad, pad * ratio + (size - ratio) // 2  # (input pad each side, output crop on the left)
+
+    @property
+    def _downsample_padding(self) -> tuple[int, int]:
+        return self.filter_size // 2 - int(self.filter_size % 2 == 0), self.filter_size // 2
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        dtype = hidden_states.dtype
+        if not self.anti_alias:
+            return self.snake(hidden_states).to(dtype)
+        ratio, size = self.upsample_ratio, self.filter_size
+        channels, length = hidden_states.shape[1], hidden_states.shape[-1]
+        taps = self.low_pass_filter(hidden_states.device).expand(channels, 1, size)
+        pad, crop = self._upsample_padding
+        upsampled = nn.functional.pad(hidden_states.float(), (pad, pad), mode="replicate")
+        upsampled = ratio * nn.functional.conv_transpose1d(upsampled, taps, stride=ratio, groups=channels)
+        upsampled = upsampled[..., crop : crop + ratio * length]
+        activated = nn.functional.pad(self.snake(upsampled), self._downsample_padding, mode="replicate")
+        return nn.functional.conv1d(activated, taps, stride=ratio, groups=channels).to(dtype)
+
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        """Input samples that output samples `first..last` depend on."""
+        if not self.anti_alias:
+            return first, last
+        ratio, size = self.upsample_ratio, self.filter_size
+        down_left = self._downsample_padding[0]
+        pad, crop = self._upsample_padding
+        # The downsampler's output m reads 2×-rate samples ratio*m - down_left .. ratio*m - down_left + size - 1.
+        first, last = ratio * first - down_left, ratio * last - down_left + size - 1
+        # 2×-rate sample u is the transposed convolution's output u + crop over the input padded by `pad`.
+        first, last = _transposed_conv_input_span(first + crop, last + crop, size, ratio, 0)
+        return first - pad, last - pad
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generator
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class OmniAMPBlock(nn.Module):
+    """Multi-periodicity residual block (BigVGAN's AMPBlock1: HiFi-GAN's ResBlock1 with Snake activations, alias-free
+    with `anti_alias=True`).
+
+    For each dilation `d`: `x = x + conv2(snake(conv1_d(snake(x))))`, where `conv1_d` has kernel `kernel_size` and
+    dilation `d` and `conv2` dilation 1. Lengths are preserved ("same" zero padding).
+
+    Args:
+        channels: channels in and out.
+        kernel_size: odd kernel size of both convolutions.
+        dilations: dilation of the first convolution of each residual unit.
+        log_scale_alpha, anti_alias: see [`OmniSnake`].
+
+    Shapes: `[B, channels, T] -> [B, channels, T]`.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        dilations: Sequence[int] = (1, 3, 5),
+        log_scale_alpha: bool = False,
+        anti_alias: bool = False,
+    ):
+        super().__init__()
+        self.convs1 = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=d * (kernel_size - 1) // 2)
+            for d in dilations
+        )
+        self.convs2 = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
+        )
+        self.activations = nn.ModuleList(
+            OmniSnake(channels, log_scale_alpha=log_scale_alpha, anti_alias=anti_alias)
+            for _ in range(2 * len(dilations))
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for index, (conv1, conv2) in enumerate(zip(self.convs1, self.convs2)):
+            residual = self.activations[2 * index](hidden_states)
+            residual = conv2(self.activations[2 * index + 1](conv1(residual)))
+            hidden_states = hidden_states + residual
+        return hidden_states
+
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        """Input samples that output samples `first..last` depend on."""
+        for index in reversed(range(len(self.convs1))):
+            span = _conv_input_span(self.convs2[index], first, last)
+            span = self.activations[2 * index + 1].input_span(*span)
+            span = _conv_input_span(self.convs1[index], *span)
+            span = self.activations[2 * index].input_span(*span)
+            first, last = _union(span, (first, last))
+        return first, last
+
+
+class OmniMultiReceptiveFieldFusion(GradientCheckpointingLayer):
+    """Multi-receptive-field fusion (HiFi-GAN): the mean of parallel [`OmniAMPBlock`]s with different kernel sizes,
+    so short kernels model fine detail and long ones broader structure.
+
+    Shapes: `[B, channels, T] -> [B, channels, T]`.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_sizes: Sequence[int] = (3, 7, 11),
+        dilation_sizes: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
+        log_scale_alpha: bool = False,
+        anti_alias: bool = False,
+    ):
+        super().__init__()
+        self.resblocks = nn.ModuleList(
+            OmniAMPBlock(channels, kernel_size, dilations, log_scale_alpha, anti_alias)
+            for kernel_size, dilations in zip(kernel_sizes, dilation_sizes)
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        output = self.resblocks[0](hidden_states)
+        for resblock in self.resblocks[1:]:
+            output = output + resblock(hidden_states)
+        return output / len(self.resblocks)
+
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        """Input samples that output samples `first..last` depend on."""
+        return _union(*(resblock.input_span(first, last) for resblock in self.resblocks))
+
+
+def _weight_norm_layout(state_dict: dict, key: str, weight: torch.Tensor) -> None:
+    """Store `weight` under `key` as weight norm's `(g, v)`: `g = ||weight||` per slice of dim 0, `v = weight`."""
+    with torch.no_grad():
+        weight = weight.detach()
+        state_dict[f"{key}.parametrizations.weight.original0"] = torch.norm_except_dim(weight, 2, 0)
+        state_dict[f"{key}.parametrizations.weight.original1"] = weight
+
+
+def _save_in_weight_norm_layout(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    # state_dict post-hook of modules with weight-normalised convolutions: convolutions whose weight norm was removed
+    # are saved as (g, v) too, so every checkpoint has the layout of a freshly built model.
+    for name, conv in module.named_modules():
+        if isinstance(conv, _CONVOLUTIONS) and not parametrize.is_parametrized(conv, "weight"):
+            key = f"{prefix}{name}"
+            weight = state_dict.pop(f"{key}.weight", None)
+            if weight is not None:
+                _weight_norm_layout(state_dict, key, weight)
+
+
+def _load_either_layout(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    # load_state_dict pre-hook: fold (g, v) into `weight` for convolutions whose weight norm was removed, and split a
+    # plain `weight` into (g, v) for weight-normalised ones, so `load_state_dict` accepts both layouts.
+    for name, conv in module.named_modules():
+        if not isinstance(conv, _CONVOLUTIONS):
+            continue
+        key = f"{prefix}{name}"
+        g_key, v_key = f"{key}.parametrizations.weight.original0", f"{key}.parametrizations.weight.original1"
+        if parametrize.is_parametrized(conv, "weight"):
+            if f"{key}.weight" in state_dict and v_key not in state_dict:
+                _weight_norm_layout(state_dict, key, state_dict.pop(f"{key}.weight"))
+        elif g_key in state_dict and v_key in state_dict:
+            state_dict[f"{key}.weight"] = torch._weight_norm(state_dict.pop(v_key), state_dict.pop(g_key), 0)
+
+
+def _weight_normalise(module: nn.Module) -> None:
+    """Weight-normalise every convolution of `module` and make its checkpoints independent of later removal."""
+    for conv in module.modules():
+        if isinstance(conv, _CONVOLUTIONS):
+            weight_norm(conv)
+    module.register_state_dict_post_hook(_save_in_weight_norm_layout)
+    module.register_load_state_dict_pre_hook(_load_either_layout)
+
+
+class OmniVocoder(nn.Module):
+    """BigVGAN-style waveform decoder: log-mel `[B, frames, n_mels]` -> waveform `[B, frames * hop_length]` in
+    `[-1, 1]`.
+
+    `input_proj` (conv 7) -> for each upsample rate: transposed conv (channels halve) -> multi-receptive-field fusion
+    of [`OmniAMPBlock`]s -> Snake -> `output_conv` (conv 7, one channel) -> tanh. Each transposed convolution of rate
+    `r` and kernel `k` uses padding `(k - r) / 2`, so every stage multiplies the length exactly by `r` and
+    `hop_length = prod(upsample_rates)` samples come out per mel frame (256 by default: 16 ms at 16 kHz).
+
+    **Weight norm.** Every convolution is built weight-normalised (`torch.nn.utils.parametrizations.weight_norm`), the
+    layout to train in; [`remove_weight_norm`] folds it away for inference with identical outputs (up to float
+    rounding), [`apply_weight_norm`] restores it. Checkpoints are always in the weight-norm layout (keys
+    `<conv>.parametrizations.weight.original0` = g, `.original1` = v, as in the reference checkpoint): a model whose
+    weight norm was removed saves each weight as `g = ||w||`, `v = w`, so `save_pretrained` -> `from_pretrained`
+    works in both states (a loaded model is weight-normalised; call `remove_weight_norm()` again for inference), and
+    `load_state_dict` accepts either layout in either state.
+
+    **Streaming.** Every layer is convolutional, so an output frame depends on a fixed window of mel frames:
+    [`context_frames`] computes it exactly from the layers (13 frames on each side for the default architecture).
+    [`stream`] decodes overlapping chunks with that context and crops it, so the chunks concatenate to `forward(mel)`.
+
+    Args:
+        n_mels: mel bins of the input.
+        initial_channels: channels after `input_proj`; halved by every upsampling stage.
+        upsample_rates: upsampling factor of each stage; their product is `hop_length`.
+        upsample_kernel_sizes: kernel of each transposed convolution (`kernel >= rate`, `kernel - rate` even).
+        resblock_kernel_sizes: kernel sizes (odd) of the parallel residual blocks of each fusion.
+        resblock_dilation_sizes: dilations of each of those residual blocks.
+        log_scale_alpha: Snake alphas stored as logarithms (see [`OmniSnake`]).
+        anti_alias: alias-free Snake activations at 2× rate (BigVGAN); slower, and a wider receptive field.
+    """
+
+    def __init__(
+        self,
+        n_mels: int = 80,
+        initial_channels: int = 512,
+        upsample_rates: Sequence[int] = (8, 8, 2, 2),
+        upsample_kernel_sizes: Sequence[int] = (16, 16, 4, 4),
+        resblock_kernel_sizes: Sequence[int] = (3, 7, 11),
+        resblock_dilation_sizes: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
+        log_scale_alpha: bool = False,
+        anti_alias: bool = False,
+    ):
+        super().__init__()
+        self._validate(
+            n_mels, initial_channels, upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes,
+            resblock_dilation_sizes,
+        )
+        self.n_mels = n_mels
+        self.upsample_rates = tuple(upsample_rates)
+        self.input_proj = nn.Conv1d(n_mels, initial_channels, 7, padding=3)
+        channels = [initial_channels // 2**stage for stage in range(len(upsample_rates) + 1)]
+        self.upsamplers = nn.ModuleList(
+            nn.ConvTranspose1d(channels[stage], channels[stage + 1], kernel, stride=rate, padding=(kernel - rate) // 2)
+            for stage, (rate, kernel) in enumerate(zip(upsample_rates, upsample_kernel_sizes))
+        )
+        self.mrf_blocks = nn.ModuleList(
+            OmniMultiReceptiveFieldFusion(
+                channels[stage + 1], resblock_kernel_sizes, resblock_dilation_sizes, log_scale_alpha, anti_alias
+            )
+            for stage in range(len(upsample_rates))
+        )
+        self.final_activation = OmniSnake(channels[-1], log_scale_alpha=log_scale_alpha, anti_alias=anti_alias)
+        self.output_conv = nn.Conv1d(channels[-1], 1, 7, padding=3)
+        _weight_normalise(self)
+
+    @staticmethod
+    def _validate(n_mels, initial_channels, upsample_rates, upsample_kernel_sizes, kernel_sizes, dilation_sizes):
+        if n_mels < 1 or initial_channels < 1:
+            raise ValueError(f"n_mels and initial_channels must be >= 1, got {n_mels} and {initial_channels}.")
+        if len(upsample_rates) == 0 or len(upsample_rates) != len(upsample_kernel_sizes):
+            raise ValueError(
+                f"upsample_rates ({list(upsample_rates)}) and upsample_kernel_sizes ({list(upsample_kernel_sizes)}) "
+                "must be non-empty and of the same length (one transposed convolution per rate)."
+            )
+        for rate, kernel in zip(upsample_rates, upsample_kernel_sizes):
+            if rate < 1 or kernel < rate or (kernel - rate) % 2:
+                raise ValueError(
+                    f"Upsample kernel {kernel} does not fit rate {rate}: need rate >= 1, kernel >= rate and "
+                    "kernel - rate even, so that the stage multiplies the length exactly by its rate."
+                )
+        if initial_channels % 2 ** len(upsample_rates):
+            raise ValueError(
+                f"initial_channels ({initial_channels}) must be divisible by 2**{len(upsample_rates)}: every "
+                "upsampling stage halves the channels."
+            )
+        if len(kernel_sizes) == 0 or len(kernel_sizes) != len(dilation_sizes):
+            raise ValueError(
+                f"resblock_kernel_sizes ({list(kernel_sizes)}) and resblock_dilation_sizes "
+                f"({[list(d) for d in dilation_sizes]}) must be non-empty and of the same length."
+            )
+        if any(kernel < 1 or kernel % 2 == 0 for kernel in kernel_sizes):
+            raise ValueError(f"resblock_kernel_sizes must be odd and positive, got {list(kernel_sizes)}.")
+        if any(len(dilations) == 0 or min(dilations) < 1 for dilations in dilation_sizes):
+            raise ValueError(
+                "Every resblock needs dilations >= 1, got resblock_dilation_sizes="
+                f"{[list(d) for d in dilation_sizes]}."
+            )
+
+    @property
+    def hop_length(self) -> int:
+        """Waveform samples per mel frame: the product of the upsample rates."""
+        return math.prod(self.upsample_rates)
+
+    @property
+    def context_frames(self) -> tuple[int, int]:
+        """`(left, right)`: how many mel frames before and after a frame its `hop_length` output samples depend on.
+
+        Computed exactly by walking the receptive field back through every layer (convolution padding and dilation,
+        transposed-convolution taps, anti-aliasing filters).
+        """
+        first, last = _conv_input_span(self.output_conv, 0, self.hop_length - 1)
+        first, last = self.final_activation.input_span(first, last)
+        for upsampler, mrf in zip(reversed(self.upsamplers), reversed(self.mrf_blocks)):
+            first, last = mrf.input_span(first, last)
+            first, last = _transposed_conv_input_span(
+                first, last, upsampler.kernel_size[0], upsampler.stride[0], upsampler.padding[0]
+            )
+        first, last = _conv_input_span(self.input_proj, first, last)
+        return -first, last
+
+    def apply_weight_norm(self) -> None:
+        """Weight-normalise every convolution that is not (the training layout, as built)."""
+        for conv in self.modules():
+            if isinstance(conv, _CONVOLUTIONS) and not parametrize.is_parametrized(conv, "weight"):
+                weight_norm(conv)
+
+    def remove_weight_norm(self) -> None:
+        """Fold weight norm into plain weights (for inference: same outputs, less work per forward)."""
+        for conv in self.modules():
+            if isinstance(conv, _CONVOLUTIONS) and parametrize.is_parametrized(conv, "weight"):
+                parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+
+    def _check_mel(self, mel: torch.Tensor) -> None:
+        if mel.dim() != 3 or mel.shape[-1] != self.n_mels or mel.shape[1] == 0:
+            raise ValueError(
+                f"Expected a log-mel spectrogram of shape [batch, frames, n_mels={self.n_mels}] (frames >= 1), got "
+                f"{tuple(mel.shape)}."
+            )
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            mel (`torch.FloatTensor` of shape `(batch_size, frames, n_mels)`, or `(frames, n_mels)`):
+                Log-mel spectrogram (as [`OmniMelSpectrogram`] computes it).
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, frames * hop_length)` (or `(frames * hop_length,)`): the
+            waveform in `[-1, 1]`, in the dtype of the model.
+        """
+        unbatched = mel.dim() == 2
+        mel = mel[None] if unbatched else mel
+        self._check_mel(mel)
+        hidden_states = self.input_proj(mel.transpose(1, 2).to(self.input_proj.bias.dtype))
+        for upsampler, mrf in zip(self.upsamplers, self.mrf_blocks):
+            hidden_states = mrf(upsampler(hidden_states))
+        waveform = torch.tanh(self.output_conv(self.final_activation(hidden_states))).squeeze(1)
+        return waveform[0] if unbatched else waveform
+
+    def stream(
+        self, mel: torch.Tensor, chunk_frames: int, context_frames: int | tuple[int, int] | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Decode `mel` chunk by chunk; the chunks concatenated along time equal `forward(mel)` (up to float
+        rounding).
+
+        Each chunk of `chunk_frames` mel frames is decoded together with `context_frames` frames of its neighbours
+        on each side (fewer at the ends of `mel`, where `forward` zero-pads too); the samples of the context are cut
+        off. Run it under `torch.inference_mode()` (and after [`remove_weight_norm`]) for speed.
+
+        Args:
+            mel (`torch.FloatTensor` of shape `(batch_size, frames, n_mels)`): the log-mel spectrogram.
+            chunk_frames: mel frames per chunk (the last chunk may be shorter).
+            context_frames: frames of context `(left, right)` or the same on both sides. Defaults to
+                [`context_frames`], the exact receptive field; more changes nothing, less gives an approximation
+                (the outermost frames of the receptive field weigh in very little: on small random models one
+                frame less per side still matched within float32 rounding, half the context did not).
+
+        Yields:
+            `torch.FloatTensor` of shape `(batch_size, chunk_frames * hop_length)` (shorter for the last chunk).
+        """
+        self._check_mel(mel)
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}.")
+        if context_frames is None:
+            context_frames = self.context_frames
+        left, right = (context_frames, context_frames) if isinstance(context_frames, int) else context_frames
+        if left < 0 or right < 0:
+            raise ValueError(f"context_frames must be >= 0, got {context_frames}.")
+        num_frames, hop_length = mel.shape[1], self.hop_length
+        for start in range(0, num_frames, chunk_frames):
+            end = min(start + chunk_frames, num_frames)
+            window_start, window_end = max(0, start - left), min(num_frames, end + right)
+            waveform = self(mel[:, window_start:window_end])
+            offset = (start - window_start) * hop_length
+            yield waveform[:, offset : offset + (end - start) * hop_length]
+
+
+def init_vocoder_weights(module: nn.Module, std: float = 0.01) -> None:
+    """Initialise `module` if it is a layer of [`OmniVocoder`] or of the discriminators; call it from the owning
+    `PreTrainedModel._init_weights` for every module (transformers builds models on the meta device, so every
+    parameter must be set here).
+
+    Convolutions: weights `N(0, std)` (HiFi-GAN uses `std=0.01`), biases zero; for weight-normalised ones `v ~ N(0,
+    std)` and `g = ||v||`, i.e. the same effective weight. Snake: `alpha` at its initial value. Uses
+    `transformers.initialization`, so parameters loaded from a checkpoint are left alone.
+    """
+    if isinstance(module, _CONVOLUTIONS):
+        if parametrize.is_parametrized(module, "weight"):
+            parametrization = module.parametrizations.weight
+            direction, magnitude = parametrization.original1, parametrization.original0
+            init.normal_(direction, mean=0.0, std=std)
+            init.copy_(magnitude, torch.norm_except_dim(direction.detach(), 2, parametrization[0].dim))
+        else:
+            init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, OmniSnake):
+        init.constant_(module.alpha, math.log(module.alpha_init) if module.log_scale_alpha else module.alpha_init)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Discriminators
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _check_waveform(waveform: torch.Tensor, min_samples: int, what: str) -> None:
+    if waveform.dim() != 2:
+        raise ValueError(f"{what} expects waveforms of shape [batch, samples], got {tuple(waveform.shape)}.")
+    if waveform.shape[-1] < min_samples:
+        raise ValueError(f"{what} needs waveforms of at least {min_samples} samples, got {waveform.shape[-1]}.")
+
+
+class OmniPeriodDiscriminator(nn.Module):
+    """HiFi-GAN period discriminator: the waveform folded into `[samples / period, period]` (reflect-padded to a
+    multiple of `period`) and scored by strided `(kernel_size, 1)` 2D convolutions, so each column sees one phase of
+    the period.
+
+    Args:
+        period: folding period in samples.
+        channels: output channels of the convolutions before the one-channel `conv_post` (the first
+            `len(channels) - 1` are strided by `stride`, the last is not).
+        kernel_size, stride: of the convolutions along time.
+        leaky_relu_slope: negative slope of the activations.
+    """
+
+    def __init__(
+        self,
+        period: int,
+        channels: Sequence[int] = (32, 128, 512, 1024, 1024),
+        kernel_size: int = 5,
+        stride: int = 3,
+        leaky_relu_slope: float = 0.1,
+    ):
+        super().__init__()
+        self.period = period
+        self.leaky_relu_slope = leaky_relu_slope
+        in_channels = (1, *channels[:-1])
+        strides = [stride] * (len(channels) - 1) + [1]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, (kernel_size, 1), (s, 1), padding=((kernel_size - 1) // 2, 0))
+            for c_in, c_out, s in zip(in_channels, channels, strides)
+        )
+        self.conv_post = nn.Conv2d(channels[-1], 1, (3, 1), 1, padding=(1, 0))
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`waveform [B, S]` -> `(logits [B, N], feature maps [B, C_i, S_i, period])`."""
+        batch_size, num_samples = waveform.shape
+        remainder = num_samples % self.period
+        hidden_states = waveform[:, None].to(self.conv_post.bias.dtype)
+        if remainder:
+            hidden_states = nn.functional.pad(hidden_states, (0, self.period - remainder), mode="reflect")
+        hidden_states = hidden_states.view(batch_size, 1, -1, self.period)
+        features = []
+        for conv in self.convs:
+            hidden_states = nn.functional.leaky_relu(conv(hidden_states), self.leaky_relu_slope)
+            features.append(hidden_states)
+        hidden_states = self.conv_post(hidden_states)
+        features.append(hidden_states)
+        return hidden_states.flatten(1), features
+
+
+class OmniMultiPeriodDiscriminator(nn.Module):
+    """HiFi-GAN multi-period discriminator: one [`OmniPeriodDiscriminator`] per period (2, 3, 5, 7, 11 by default).
+
+    All convolutions are weight-normalised (like the vocoder's, checkpoints keep the weight-norm layout).
+    Initialise with [`init_vocoder_weights`].
+
+    Args:
+        periods: the folding periods (primes, so the discriminators see different structure).
+        channels, kernel_size, stride, leaky_relu_slope: see [`OmniPeriodDiscriminator`].
+    """
+
+    def __init__(
+        self,
+        periods: Sequence[int] = (2, 3, 5, 7, 11),
+        channels: Sequence[int] = (32, 128, 512, 1024, 1024),
+        kernel_size: int = 5,
+        stride: int = 3,
+        leaky_relu_slope: float = 0.1,
+    ):
+        super().__init__()
+        if len(periods) == 0 or min(periods) < 1 or len(channels) == 0:
+            raise ValueError(
+                f"Need periods >= 1 and channels, got periods={list(periods)}, channels={list(channels)}."
+            )
+        self.discriminators = nn.ModuleList(
+            OmniPeriodDiscriminator(period, channels, kernel_size, stride, leaky_relu_slope) for period in periods
+        )
+        _weight_normalise(self)
+
+    def forward(self, waveform: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """
+        Args:
+            waveform (`torch.FloatTensor` of shape `(batch_size, samples)`): real or generated audio.
+
+        Returns:
+            `(logits, features)`: per period, the logits `[B, N_p]` and the list of feature maps (for
+            [`feature_matching_loss`]).
+        """
+        _check_waveform(waveform, max(d.period for d in self.discriminators), type(self).__name__)
+        outputs = [discriminator(waveform) for discriminator in self.discriminators]
+        return [logits for logits, _ in outputs], [features for _, features in outputs]
+
+
+class OmniResolutionDiscriminator(nn.Module):
+    """UnivNet/BigVGAN resolution discriminator: 2D convolutions over the linear magnitude spectrogram
+    `[B, 1, frames, n_fft // 2 + 1]` of one STFT resolution, strided along frequency.
+
+    The STFT runs in float32 (Hann window of `win_length`, reflect padding of `(n_fft - hop_length) / 2` on each
+    side, no centring: `samples // hop_length` frames).
+
+    Args:
+        resolution: `(n_fft, hop_length, win_length)`.
+        channels: channels of every convolution.
+        num_layers: convolutions before `conv_post`; all but the first and last are strided by 2 along frequency.
+        leaky_relu_slope: negative slope of the activations.
+    """
+
+    def __init__(
+        self,
+        resolution: Sequence[int],
+        channels: int = 32,
+        num_layers: int = 5,
+        leaky_relu_slope: float = 0.1,
+    ):
+        super().__init__()
+        n_fft, hop_length, win_length = resolution
+        if hop_length > n_fft or win_length > n_fft or (n_fft - hop_length) % 2:
+            raise ValueError(
+                f"Resolution (n_fft={n_fft}, hop_length={hop_length}, win_length={win_length}) needs hop_length and "
+                "win_length <= n_fft and n_fft - hop_length even."
+            )
+        self.resolution = (n_fft, hop_length, win_length)
+        self.leaky_relu_slope = leaky_relu_slope
+        layers = []
+        for index in range(num_layers):
+            last = index == num_layers - 1
+            kernel = (3, 3) if last else (3, 9)
+            stride = (1, 2) if 0 < index < num_layers - 1 else (1, 1)
+            padding = (1, 1) if last else (1, 4)
+            layers.append(nn.Conv2d(1 if index == 0 else channels, channels, kernel, stride, padding))
+        self.convs = nn.ModuleList(layers)
+        self.conv_post = nn.Conv2d(channels, 1, (3, 3), padding=(1, 1))
+
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """`waveform [B, S]` -> linear magnitude `[B, S // hop_length, n_fft // 2 + 1]` in float32."""
+        n_fft, hop_length, win_length = self.resolution
+        padding = (n_fft - hop_length) // 2
+        padded = nn.functional.pad(waveform.float()[:, None], (padding, padding), mode="reflect")[:, 0]
+        window = torch.hann_window(win_length, device=waveform.device)
+        spectrum = torch.stft(padded, n_fft, hop_length, win_length, window, center=False, return_complex=True)
+        return _magnitude(spectrum).transpose(1, 2)
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`waveform [B, S]` -> `(logits [B, N], feature maps [B, C, frames, bins_i])`."""
+        hidden_states = self.spectrogram(waveform)[:, None].to(self.conv_post.bias.dtype)
+        features = []
+        for conv in self.convs:
+            hidden_states = nn.functional.leaky_relu(conv(hidden_states), self.leaky_relu_slope)
+            features.append(hidden_states)
+        hidden_states = self.conv_post(hidden_states)
+        features.append(hidden_states)
+        return hidden_states.flatten(1), features
+
+
+class OmniMultiResolutionDiscriminator(nn.Module):
+    """UnivNet/BigVGAN multi-resolution discriminator: one [`OmniResolutionDiscriminator`] per STFT resolution.
+
+    All convolutions are weight-normalised (checkpoints keep the weight-norm layout). Initialise with
+    [`init_vocoder_weights`].
+
+    Args:
+        resolutions: `(n_fft, hop_length, win_length)` per discriminator (BigVGAN's defaults).
+        channels, num_layers, leaky_relu_slope: see [`OmniResolutionDiscriminator`].
+    """
+
+    def __init__(
+        self,
+        resolutions: Sequence[Sequence[int]] = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240)),
+        channels: int = 32,
+        num_layers: int = 5,
+        leaky_relu_slope: float = 0.1,
+    ):
+        super().__init__()
+        if len(resolutions) == 0:
+            raise ValueError("OmniMultiResolutionDiscriminator needs at least one resolution.")
+        self.discriminators = nn.ModuleList(
+            OmniResolutionDiscriminator(resolution, channels, num_layers, leaky_relu_slope)
+            for resolution in resolutions
+        )
+        _weight_normalise(self)
+
+    def forward(self, waveform: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """
+        Args:
+            waveform (`torch.FloatTensor` of shape `(batch_size, samples)`): real or generated audio, at least
+                `max(n_fft - hop_length) / 2 + 1` samples (the reflect padding) and one hop long.
+
+        Returns:
+            `(logits, features)`: per resolution, the logits `[B, N_r]` and the list of feature maps.
+        """
+        resolutions = [discriminator.resolution for discriminator in self.discriminators]
+        min_samples = max(max((n_fft - hop) // 2 + 1, hop) for n_fft, hop, _ in resolutions)
+        _check_waveform(waveform, min_samples, type(self).__name__)
+        outputs = [discriminator(waveform) for discriminator in self.discriminators]
+        return [logits for logits, _ in outputs], [features for _, features in outputs]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _magnitude(spectrum: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    # sqrt(|z|² + eps): a finite log and finite gradients at z = 0. (Clamping instead would stop the gradient of a
+    # nearly silent output, e.g. of a freshly initialised vocoder.)
+    return (torch.view_as_real(spectrum).pow(2).sum(-1) + eps).sqrt()
+
+
+def _check_pair(predicted: torch.Tensor, target: torch.Tensor, min_samples: int, name: str) -> None:
+    if predicted.shape != target.shape or predicted.dim() != 2:
+        raise ValueError(
+            f"{name} expects predicted and target waveforms of the same shape [batch, samples], got "
+            f"{tuple(predicted.shape)} and {tuple(target.shape)}."
+        )
+    if predicted.shape[-1] < min_samples:
+        raise ValueError(f"{name} needs at least {min_samples} samples per waveform, got {predicted.shape[-1]}.")
+
+
+def _mask_samples(waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    if lengths is None:
+        return waveform
+    positions = torch.arange(waveform.shape[-1], device=waveform.device)
+    return waveform * (positions < lengths.to(waveform.device)[:, None])
+
+
+def _frame_mask(
+    lengths: torch.Tensor | None, batch_size: int, num_frames: int, hop_length: int, device: torch.device
+) -> torch.Tensor:
+    # Frames whose hop (the samples it stands for) starts inside the signal, as float weights [B, frames].
+    if lengths is None:
+        return torch.ones(batch_size, num_frames, device=device)
+    starts = torch.arange(num_frames, device=device) * hop_length
+    return (starts < lengths.to(device)[:, None]).float()
+
+
+def multi_resolution_stft_loss(
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    resolutions: Sequence[Sequence[int]] = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048)),
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multi-resolution STFT loss (Parallel WaveGAN): for each `(n_fft, hop_length, win_length)`, spectral
+    convergence `||T - P||_F / ||T||_F` plus log-magnitude L1 `mean |log T - log P|`, averaged over resolutions.
+
+    Magnitudes come from one batched `torch.stft` per resolution in float32 (Hann window, zero padding of
+    `(n_fft - hop_length) / 2` per side, no centring, magnitude `sqrt(|X|² + 1e-7)`). Spectral convergence is
+    computed per waveform and averaged over the batch. Zero exactly when `predicted == target`.
+
+    Args:
+        predicted (`torch.FloatTensor` of shape `(batch_size, samples)`): generated waveforms.
+        target (`torch.FloatTensor` of shape `(batch_size, samples)`): real waveforms.
+        resolutions: the STFT resolutions.
+        lengths (`torch.LongTensor` of shape `(batch_size,)`, *optional*): valid samples of each waveform of a
+            padded batch; samples beyond are ignored (zeroed in both, and their frames left out of the average).
+
+    Returns:
+        Scalar loss (float32).
+    """
+    _check_pair(predicted, target, max(hop for _, hop, _ in resolutions), "multi_resolution_stft_loss")
+    predicted = _mask_samples(predicted.float(), lengths)
+    target = _mask_samples(target.float(), lengths)
+    batch_size = predicted.shape[0]
+    stacked = torch.cat([predicted, target])
+    loss = predicted.new_zeros(())
+    for n_fft, hop_length, win_length in resolutions:
+        if hop_length > n_fft or win_length > n_fft:
+            raise ValueError(
+                f"Resolution ({n_fft}, {hop_length}, {win_length}) needs hop_length and win_length <= n_fft."
+            )
+        pad_left = (n_fft - hop_length) // 2
+        padded = nn.functional.pad(stacked, (pad_left, n_fft - hop_length - pad_left))
+        window = torch.hann_window(win_length, device=stacked.device)
+        spectrum = torch.stft(padded, n_fft, hop_length, win_length, window, center=False, return_complex=True)
+        magnitude = _magnitude(spectrum).transpose(1, 2)  # [2B, frames, bins]
+        predicted_magnitude, target_magnitude = magnitude[:batch_size], magnitude[batch_size:]
+        weights = _frame_mask(lengths, batch_size, magnitude.shape[1], hop_length, magnitude.device)[..., None]
+        difference = (target_magnitude - predicted_magnitude) * weights
+        spectral_convergence = difference.square().sum((1, 2)).sqrt() / (
+            (target_magnitude * weights).square().sum((1, 2)).sqrt().clamp_min(1e-7)
+        )
+        log_difference = (target_magnitude.log() - predicted_magnitude.log()).abs() * weights
+        log_magnitude = log_difference.sum() / (weights.sum() * magnitude.shape[-1])
+        loss = loss + spectral_convergence.mean() + log_magnitude
+    return loss / len(resolutions)
+
+
+def mel_spectrogram_loss(
+    predicted: torch.Tensor,
+    target: torch.Tensor,
+    mel_spectrogram: nn.Module,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L1 distance between the log-mel spectrograms of `predicted` and `target` (HiFi-GAN's mel loss).
+
+    Args:
+        predicted, target (`torch.FloatTensor` of shape `(batch_size, samples)`): generated and real waveforms.
+        mel_spectrogram: the log-mel transform, e.g. the model's [`OmniMelSpectrogram`] (`[B, S] -> [B, frames,
+            n_mels]`).
+        lengths (`torch.LongTensor` of shape `(batch_size,)`, *optional*): valid samples per waveform; padded samples
+            and their frames are ignored.
+
+    Returns:
+        Scalar loss (float32).
+    """
+    _check_pair(predicted, target, getattr(mel_spectrogram, "hop_length", 1), "mel_spectrogram_loss")
+    batch_size = predicted.shape[0]
+    mels = mel_spectrogram(torch.cat([_mask_samples(predicted, lengths), _mask_samples(target, lengths)]).float())
+    hop_length = getattr(mel_spectrogram, "hop_length", 1)
+    weights = _frame_mask(lengths, batch_size, mels.shape[1], hop_length, mels.device)[..., None]
+    difference = (mels[:batch_size] - mels[batch_size:]).abs() * weights
+    return difference.sum() / (weights.sum() * mels.shape[-1])
+
+
+def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """LSGAN discriminator loss, summed over discriminators: `mean((1 - D(real))²) + mean(D(fake)²)`.
+
+    Pass the logits of generated audio computed from `waveform.detach()` so only the discriminators learn from it.
+    """
+    if len(real_logits) != len(fake_logits) or len(real_logits) == 0:
+        raise ValueError(
+            f"Expected one real and one fake logits tensor per discriminator, got {len(real_logits)} and "
+            f"{len(fake_logits)}."
+        )
+    return sum(
+        (1 - real.float()).square().mean() + fake.float().square().mean()
+        for real, fake in zip(real_logits, fake_logits)
+    )
+
+
+def generator_adversarial_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """LSGAN generator loss, summed over discriminators: `mean((1 - D(fake))²)`."""
+    if len(fake_logits) == 0:
+        raise ValueError("Expected the logits of at least one discriminator.")
+    return sum((1 - fake.float()).square().mean() for fake in fake_logits)
+
+
+def feature_matching_loss(
+    real_features: Sequence[Sequence[torch.Tensor]], fake_features: Sequence[Sequence[torch.Tensor]]
+) -> torch.Tensor:
+    """Feature-matching loss (HiFi-GAN), summed over discriminators and layers: `mean |D_l(real) - D_l(fake)|`.
+
+    The real features are targets (detached). HiFi-GAN weights this loss by 2 in the generator's total.
+    """
+    if len(real_features) != len(fake_features) or len(real_features) == 0:
+        raise ValueError(
+            f"Expected the feature maps of the same discriminators, got {len(real_features)} real and "
+            f"{len(fake_features)} fake lists."
+        )
+    loss = 0.0
+    for real_maps, fake_maps in zip(real_features, fake_features):
+        if len(real_maps) != len(fake_maps):
+            raise ValueError(f"Feature lists differ in length: {len(real_maps)} real vs {len(fake_maps)} fake maps.")
+        for real, fake in zip(real_maps, fake_maps):
+            loss = loss + (real.detach().float() - fake.float()).abs().mean()
+    return loss
+
+
+__all__ = [
+    "OmniAMPBlock",
+    "OmniMultiPeriodDiscriminator",
+    "OmniMultiReceptiveFieldFusion",
+    "OmniMultiResolutionDiscriminator",
+    "OmniPeriodDiscriminator",
+    "OmniResolutionDiscriminator",
+    "OmniSnake",
+    "OmniVocoder",
+    "discriminator_loss",
+    "feature_matching_loss",
+    "generator_adversarial_loss",
+    "init_vocoder_weights",
+    "kaiser_sinc_filter",
+    "mel_spectrogram_loss",
+    "multi_resolution_stft_loss",
+]
