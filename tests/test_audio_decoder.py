@@ -392,6 +392,18 @@ def test_eager_and_sdpa_agree():
     assert max_abs_diff(actual_train.loss, expected_train.loss) < 1e-4
 
 
+def test_flex_attention_agrees_with_eager():
+    torch.manual_seed(0)
+    model = tiny_model(tiny_config(attn_implementation="eager")).eval()
+    inputs = text_batch(texts=("flex attention", "ok"))
+    with torch.no_grad():  # flex attention has no CPU backward
+        expected = model.predict_mel(**inputs)
+        model.set_attn_implementation("flex_attention")
+        actual = model.predict_mel(**inputs)
+    assert torch.equal(actual.durations, expected.durations)
+    assert max_abs_diff(actual.mel, expected.mel) < 1e-4
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     model = tiny_model().train()

@@ -80,8 +80,106 @@ def tour_vision(args: argparse.Namespace) -> None:
         raise SystemExit("vision encoder produced non-finite values")
 
 
+TTS_SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Speech synthesis runs on this laptop."]
+TTS_VOICES = ["en-us", "en-gb+f3"]
+
+
+def espeak_speech(texts: list[str], voices: list[str], sampling_rate: int = 16000) -> list:
+    """Real speech made on this machine: `texts` read by espeak-ng `voices`, resampled to `sampling_rate`."""
+    import io
+    import shutil
+    import subprocess
+
+    import soundfile
+    import soxr
+
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("espeak-ng is not installed: run scripts/setup.sh (or apt-get install espeak-ng)")
+    speech = []
+    for text, voice in zip(texts, voices):
+        wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True).stdout
+        audio, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
+        speech.append(soxr.resample(audio, rate, sampling_rate))
+    return speech
+
+
+def tour_tts(args: argparse.Namespace) -> None:
+    from . import (
+        OmniAudioDecoderConfig,
+        OmniAudioDecoderFeatureExtractor,
+        OmniAudioDecoderModel,
+        OmniAudioDecoderProcessor,
+        OmniAudioDecoderTokenizer,
+    )
+
+    _banner(f"Audio decoder: text to speech ({args.size} size, {args.dtype})")
+    if args.size == "full":
+        config = OmniAudioDecoderConfig()
+    else:
+        config = OmniAudioDecoderConfig(
+            hidden_size=128, encoder_layers=2, decoder_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            kv_lora_rank=64, qk_rope_head_dim=16, intermediate_size=256, variance_predictor_hidden_size=64,
+            postnet_channels=64, num_speakers=8, vocoder_initial_channels=128, vocoder_resblock_kernel_sizes=[3, 7],
+            vocoder_resblock_dilation_sizes=[[1, 3], [1, 3]], hidden_dropout=0.0,
+        )
+    processor = OmniAudioDecoderProcessor(OmniAudioDecoderFeatureExtractor.from_model_config(config),
+                                          OmniAudioDecoderTokenizer())
+    speech = espeak_speech(TTS_SENTENCES, TTS_VOICES, config.sampling_rate)
+    print(f"speech: espeak-ng voices {TTS_VOICES}, " + ", ".join(f"{len(s) / config.sampling_rate:.2f} s" for s in speech))
+    start = time.perf_counter()
+    batch = processor(text=TTS_SENTENCES, audio=speech, sampling_rate=config.sampling_rate, return_tensors="pt")
+    voiced = (batch["pitch_labels"] > 0).float().sum() / batch["labels_attention_mask"].sum()
+    print(f"targets in {time.perf_counter() - start:.2f} s: labels {tuple(batch['labels'].shape)} (log-mel), "
+          f"pitch_labels {tuple(batch['pitch_labels'].shape)} ({voiced:.0%} voiced frames, pyworld), "
+          f"waveforms {tuple(batch['waveforms'].shape)}")
+    batch["speaker_ids"] = torch.tensor([0, 1])
+
+    start = time.perf_counter()
+    model = OmniAudioDecoderModel(config)
+    print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M "
+          f"(vocoder {sum(p.numel() for p in model.vocoder.parameters()) / 1e6:.1f} M), "
+          f"built in {time.perf_counter() - start:.1f} s")
+    steps = 5 if args.size == "small" else 1
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for step in range(steps):
+        start = time.perf_counter()
+        outputs = model(**batch)
+        outputs.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        parts = ", ".join(
+            f"{name} {outputs[f'{name}_loss'].item():.4f}"
+            for name in ("mel", "duration", "pitch", "energy", "alignment", "vocoder")
+        )
+        print(f"train step {step + 1}/{steps} ({time.perf_counter() - start:.2f} s, fp32): loss "
+              f"{outputs.loss.item():.3f} = {parts}")
+    durations = outputs.durations
+    print(f"MAS durations (frames per character) of item 0: {durations[0, :12].tolist()}...; sums "
+          f"{durations.sum(-1).tolist()} = mel frames {batch['labels_attention_mask'].sum(-1).tolist()}")
+
+    model = model.to(DTYPES[args.dtype]).eval()
+    model.vocoder.remove_weight_norm()
+    text = "Hello from the omni encoders."
+    inputs = processor(text=text, return_tensors="pt")
+    with torch.inference_mode():
+        start = time.perf_counter()
+        output = model.generate(**inputs, speaker_ids=torch.tensor([1]), speed=1.0)
+        seconds = time.perf_counter() - start
+        chunks = list(model.generate_stream(**inputs, speaker_ids=torch.tensor([1]), chunk_frames=16))
+    waveform = output.waveform.float()
+    streamed = torch.cat(chunks, dim=1).float()
+    print(f"generate {text!r}: {inputs['input_ids'].shape[1]} characters -> mel {tuple(output.mel.shape)} -> "
+          f"waveform {tuple(waveform.shape)} ({waveform.shape[1] // config.hop_length} frames x "
+          f"{config.hop_length}) in {seconds * 1000:.0f} ms")
+    print(f"streaming: {len(chunks)} chunks, max |stream - full| = {(streamed - waveform).abs().max():.2e}")
+    if not torch.isfinite(waveform).all():
+        raise SystemExit("the audio decoder produced non-finite audio")
+
+
 TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
     "vision": tour_vision,
+    "tts": tour_tts,
 }
 
 

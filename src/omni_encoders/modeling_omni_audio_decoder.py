@@ -1012,7 +1012,7 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
                 f"{mel_lengths.tolist()} for tokens {token_lengths.tolist()}."
             )
         log_prior = beta_binomial_log_prior(token_lengths, mel_lengths, num_tokens, num_frames, 1.0)
-        alignment_log_probs = self.aligner(inputs_embeds, token_mask, labels, frame_mask, log_prior)
+        alignment_log_probs = self.aligner(text_states, token_mask, labels, frame_mask, log_prior)
         losses = {
             "alignment": forward_sum_loss(
                 alignment_log_probs, token_lengths, mel_lengths, self.config.alignment_blank_logprob
