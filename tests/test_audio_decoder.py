@@ -209,9 +209,16 @@ def test_mas_every_frame_belongs_to_exactly_one_token():
     assert torch.equal(hard.sum(1), durations)
 
 
-def test_mas_rejects_impossible_lengths():
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_mas_rejects_impossible_lengths(use_kernel, monkeypatch):
+    if not use_kernel:
+        monkeypatch.setattr("omni_encoders.modeling_omni_audio_decoder._mas_kernel", lambda: None)
     with pytest.raises(ValueError, match="1 <= tokens <= frames"):
         monotonic_alignment_search(torch.randn(1, 5, 4))
+    with pytest.raises(ValueError, match="1 <= tokens <= frames"):
+        monotonic_alignment_search(torch.randn(2, 5, 9), torch.tensor([5, 0]), torch.tensor([9, 9]))
+    with pytest.raises(ValueError, match="1 <= tokens <= frames"):
+        monotonic_alignment_search(torch.randn(2, 5, 9), torch.tensor([5, 5]), torch.tensor([9, 10]))
     with pytest.raises(ValueError, match=r"\[batch, tokens, frames\]"):
         monotonic_alignment_search(torch.randn(5, 4))
 
@@ -357,6 +364,9 @@ def test_training_forward_returns_the_loss_and_its_parts():
     out.loss.backward()
     without_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
     assert without_grad == [], without_grad
+    # A silent target segment keeps the vocoder loss finite and of the usual size (spectral convergence is batch-level).
+    silent = dict(batch, waveforms=torch.cat([batch["waveforms"][:1], torch.zeros_like(batch["waveforms"][1:])]))
+    assert model(**silent).vocoder_loss < 20
     # Optional targets: without pitch, energy and waveforms those parts are skipped.
     minimal = model(**{k: v for k, v in batch.items() if k not in ("pitch_labels", "energy_labels", "waveforms")})
     assert minimal.pitch_loss is None and minimal.energy_loss is None and minimal.vocoder_loss is None

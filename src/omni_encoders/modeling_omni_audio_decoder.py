@@ -74,12 +74,16 @@ static void mas_item(const float *scores, int64_t stride_n, int64_t stride_t, in
     }
 }
 
+/* Returns 0 on success, 1 if out of memory, 2 if some item does not have 1 <= tokens <= frames within the sizes. */
 int omni_monotonic_alignment_search(const float *scores, int64_t stride_b, int64_t stride_n, int64_t stride_t,
                                     const int64_t *token_lengths, const int64_t *frame_lengths, int64_t batch,
-                                    int64_t max_tokens, int64_t *durations) {
+                                    int64_t max_tokens, int64_t max_frames, int64_t *durations) {
     int64_t size = 1;
-    for (int64_t b = 0; b < batch; ++b)
+    for (int64_t b = 0; b < batch; ++b) {
+        if (token_lengths[b] < 1 || token_lengths[b] > max_tokens || frame_lengths[b] < token_lengths[b] ||
+            frame_lengths[b] > max_frames) return 2;
         if (token_lengths[b] * frame_lengths[b] > size) size = token_lengths[b] * frame_lengths[b];
+    }
     double *q = (double *)malloc((size_t)size * sizeof(double));
     if (q == NULL) return 1;
     for (int64_t b = 0; b < batch; ++b) {
@@ -125,7 +129,7 @@ def _mas_kernel():
         logger.warning_once(f"Could not build the Monotonic Alignment Search kernel ({error}); using PyTorch.")
         return None
     function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [
+    function.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3 + [
         ctypes.c_void_p
     ]
     return function
@@ -135,16 +139,26 @@ def _monotonic_alignment_search_kernel(
     kernel, log_likelihood: torch.Tensor, token_lengths: torch.Tensor, frame_lengths: torch.Tensor
 ) -> torch.Tensor:
     scores = log_likelihood if log_likelihood.dtype == torch.float32 else log_likelihood.float()
-    batch_size, num_tokens, _ = scores.shape
+    batch_size, num_tokens, num_frames = scores.shape
     token_lengths, frame_lengths = token_lengths.long().contiguous(), frame_lengths.long().contiguous()
     durations = torch.empty(batch_size, num_tokens, dtype=torch.long)
     status = kernel(
         scores.data_ptr(), *scores.stride(), token_lengths.data_ptr(), frame_lengths.data_ptr(), batch_size,
-        num_tokens, durations.data_ptr(),
+        num_tokens, num_frames, durations.data_ptr(),
     )
+    if status == 2:
+        _raise_invalid_lengths(token_lengths, frame_lengths, num_tokens, num_frames)
     if status != 0:
         raise MemoryError("Monotonic Alignment Search could not allocate its scratch buffer.")
     return durations
+
+
+def _raise_invalid_lengths(token_lengths, frame_lengths, num_tokens: int, num_frames: int):
+    raise ValueError(
+        f"Monotonic alignment needs 1 <= tokens <= frames in every item (within the tensor's {num_tokens} tokens x "
+        f"{num_frames} frames); got token lengths {token_lengths.tolist()} and frame lengths "
+        f"{frame_lengths.tolist()}."
+    )
 
 
 def _monotonic_alignment_search_torch(
@@ -218,19 +232,15 @@ def monotonic_alignment_search(
         token_lengths = torch.full((batch_size,), num_tokens, dtype=torch.long, device=device)
     if frame_lengths is None:
         frame_lengths = torch.full((batch_size,), num_frames, dtype=torch.long, device=device)
+    kernel = _mas_kernel() if device.type == "cpu" else None
+    if kernel is not None:  # the kernel validates the lengths itself
+        return _monotonic_alignment_search_kernel(kernel, log_likelihood, token_lengths, frame_lengths)
     invalid = (
         (token_lengths < 1) | (token_lengths > num_tokens) | (frame_lengths > num_frames)
         | (frame_lengths < token_lengths)
     )
     if bool(invalid.any()):
-        raise ValueError(
-            "Monotonic alignment needs 1 <= tokens <= frames in every item (within the tensor's "
-            f"{num_tokens} tokens x {num_frames} frames); got token lengths {token_lengths.tolist()} and frame "
-            f"lengths {frame_lengths.tolist()}."
-        )
-    kernel = _mas_kernel() if device.type == "cpu" else None
-    if kernel is not None:
-        return _monotonic_alignment_search_kernel(kernel, log_likelihood, token_lengths, frame_lengths)
+        _raise_invalid_lengths(token_lengths, frame_lengths, num_tokens, num_frames)
     return _monotonic_alignment_search_torch(log_likelihood, token_lengths, frame_lengths)
 
 
@@ -879,7 +889,7 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         self, labels: torch.Tensor, mel_lengths: torch.Tensor, waveforms: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Vocode a random `vocoder_segment_frames` window of each item's target mel (batched gathers, no loop);
-        return `(predicted samples, target samples, valid samples [B])`, both zero after the item's end."""
+        return `(predicted samples, target samples)`, both zero after the item's end."""
         segment, hop = min(self.config.vocoder_segment_frames, labels.shape[1]), self.config.hop_length
         room = (mel_lengths - segment).clamp(min=0) + 1
         starts = (torch.rand(labels.shape[0], device=labels.device) * room).long()
@@ -892,7 +902,7 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         valid_samples = (sample_index < (mel_lengths * hop)[:, None]).to(waveforms.dtype)
         target = waveforms.gather(1, sample_index.clamp(max=waveforms.shape[1] - 1)) * valid_samples
         predicted = self.vocoder(mel) * valid_samples.to(self.dtype)
-        return predicted, target, valid_samples.sum(-1).long()
+        return predicted, target
 
     # ---------------------------------------------------------------------------------------------------- forward
 
@@ -1044,11 +1054,11 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         )
         waveform_segment = target_waveform_segment = None
         if waveforms is not None:
-            waveform_segment, target_waveform_segment, segment_lengths = self._vocoder_segment(
-                labels, mel_lengths, waveforms
-            )
+            waveform_segment, target_waveform_segment = self._vocoder_segment(labels, mel_lengths, waveforms)
+            # The segments (zero after each item's end) are scored as one signal: spectral convergence is then the
+            # batch-level ratio of Parallel WaveGAN, which stays finite when a segment of the target is silence.
             losses["vocoder"] = multi_resolution_stft_loss(
-                waveform_segment, target_waveform_segment, lengths=segment_lengths
+                waveform_segment.reshape(1, -1), target_waveform_segment.reshape(1, -1)
             )
 
         weights = {name: getattr(self.config, f"{name}_loss_weight") for name in losses}

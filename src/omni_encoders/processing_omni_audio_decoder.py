@@ -112,14 +112,14 @@ class OmniAudioDecoderCollator:
         for example in examples:
             item = example[self.audio_column]
             if isinstance(item, dict):
-                rates.add(item.get("sampling_rate"))
+                if item.get("sampling_rate") is not None:
+                    rates.add(int(item["sampling_rate"]))
                 item = item["array"]
             audio.append(item)
-        rates.discard(None)
         if len(rates) > 1:
             raise ValueError(f"Examples of one batch have different sampling rates: {sorted(rates)}.")
         batch = self.processor(
-            text=[example[self.text_column] for example in examples],
+            text=[str(example[self.text_column]) for example in examples],
             audio=audio,
             sampling_rate=rates.pop() if rates else None,
             return_pitch=self.return_pitch,
