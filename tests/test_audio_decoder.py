@@ -115,6 +115,7 @@ def test_default_config_is_the_spec_full_size():
         ({"pad_token_id": 99}, "pad_token_id"),
         ({"vocoder_resblock_dilation_sizes": [[1], [3]]}, "one list of dilations"),
         ({"mel_loss_weight": -1.0}, "mel_loss_weight"),
+        ({"alignment_prior_scale": -1.0}, "alignment_prior_scale"),
     ],
 )
 def test_config_validation(kwargs, message):
@@ -371,6 +372,9 @@ def test_training_forward_returns_the_loss_and_its_parts():
     minimal = model(**{k: v for k, v in batch.items() if k not in ("pitch_labels", "energy_labels", "waveforms")})
     assert minimal.pitch_loss is None and minimal.energy_loss is None and minimal.vocoder_loss is None
     assert torch.isfinite(minimal.loss)
+    # Without the alignment prior MAS still gives valid durations.
+    no_prior = tiny_model(tiny_config(alignment_prior_scale=0.0))(**batch)
+    assert torch.equal(no_prior.durations.sum(-1), batch["labels_attention_mask"].sum(-1))
 
 
 def test_outputs_hidden_states_attentions_and_tuples(model):
@@ -468,6 +472,8 @@ def test_bad_inputs_raise_clear_errors(model):
         model(**inputs, labels=torch.randn(2, 30, 20), waveforms=torch.randn(2, 100))
     with pytest.raises(ValueError, match="pitch_labels must have shape"):
         model(**inputs, labels=torch.randn(2, 30, 20), pitch_labels=torch.rand(2, 29))
+    with pytest.raises(TypeError, match="speaker_id"):  # a misspelt argument is not silently ignored
+        model(**inputs, speaker_id=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="no speaker table"):
         OmniAudioDecoderModel(tiny_config(num_speakers=0))(**inputs, speaker_ids=torch.tensor([0, 0]))
 

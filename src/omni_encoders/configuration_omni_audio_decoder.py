@@ -76,6 +76,9 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
             Width of the text and mel projections compared by the aligner.
         alignment_temperature (`float`, *optional*, defaults to 0.0005):
             Scale of the negative squared distance that gives the aligner's logits (as in RAD-TTS / FastPitch).
+        alignment_prior_scale (`float`, *optional*, defaults to 1.0):
+            Scale of the beta-binomial near-diagonal prior added to the aligner's scores in training (RAD-TTS); larger
+            values make the prior sharper, 0 turns it off.
         alignment_blank_logprob (`float`, *optional*, defaults to -1.0):
             Log-probability of the blank symbol in the forward-sum (CTC) alignment loss.
         postnet_layers (`int`, *optional*, defaults to 5):
@@ -158,6 +161,7 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
     energy_std: float = 1.5
     alignment_size: int = 80
     alignment_temperature: float = 0.0005
+    alignment_prior_scale: float = 1.0
     alignment_blank_logprob: float = -1.0
     postnet_layers: int = 5
     postnet_channels: int = 256
@@ -231,6 +235,8 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.pitch_std <= 0 or self.energy_std <= 0 or self.alignment_temperature <= 0 or self.mel_floor <= 0:
             raise ValueError("pitch_std, energy_std, alignment_temperature and mel_floor must be positive.")
+        if self.alignment_prior_scale < 0:
+            raise ValueError(f"alignment_prior_scale must be >= 0, got {self.alignment_prior_scale}.")
         if self.n_fft < self.hop_length or (self.n_fft - self.hop_length) % 2 != 0:
             raise ValueError(
                 f"n_fft ({self.n_fft}) must be >= hop_length ({self.hop_length}) with an even difference."

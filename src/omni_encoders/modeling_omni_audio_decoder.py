@@ -620,8 +620,6 @@ class OmniAudioDecoderPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    # The loss is a mean over the batch: let `Trainer` divide it for gradient accumulation.
-    accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module):
         std = self.config.initializer_range
@@ -947,7 +945,6 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> OmniAudioDecoderOutput | tuple:
         r"""
         Args:
@@ -1021,7 +1018,11 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
                 "Every target needs at least one mel frame per token for the monotonic alignment; got frames "
                 f"{mel_lengths.tolist()} for tokens {token_lengths.tolist()}."
             )
-        log_prior = beta_binomial_log_prior(token_lengths, mel_lengths, num_tokens, num_frames, 1.0)
+        log_prior = (
+            beta_binomial_log_prior(token_lengths, mel_lengths, num_tokens, num_frames, self.config.alignment_prior_scale)
+            if self.config.alignment_prior_scale > 0
+            else None
+        )
         alignment_log_probs = self.aligner(text_states, token_mask, labels, frame_mask, log_prior)
         losses = {
             "alignment": forward_sum_loss(
