@@ -79,7 +79,8 @@ def tiny_model(config: OmniAudioDecoderConfig | None = None) -> OmniAudioDecoder
 
 
 def tiny_processor(config: OmniAudioDecoderConfig) -> OmniAudioDecoderProcessor:
-    return OmniAudioDecoderProcessor(OmniAudioDecoderFeatureExtractor.from_model_config(config), OmniAudioDecoderTokenizer())
+    feature_extractor = OmniAudioDecoderFeatureExtractor.from_model_config(config)
+    return OmniAudioDecoderProcessor(feature_extractor, OmniAudioDecoderTokenizer())
 
 
 def text_batch(config=None, texts=("hello world", "hi there")):
@@ -172,7 +173,8 @@ def test_mas_finds_the_optimal_monotonic_path(implementation):
         frame_lengths = torch.maximum(torch.randint(1, num_frames + 1, (3,), generator=generator), token_lengths)
         token_lengths[0], frame_lengths[0] = num_tokens, num_frames  # one item uses the whole matrix
         # Padded tokens carry -inf (as the aligner's log-softmax gives): they must not matter.
-        log_likelihood = log_likelihood.masked_fill(torch.arange(num_tokens)[None, :, None] >= token_lengths[:, None, None], -torch.inf)
+        padded = torch.arange(num_tokens)[None, :, None] >= token_lengths[:, None, None]
+        log_likelihood = log_likelihood.masked_fill(padded, -torch.inf)
         durations = search(log_likelihood, token_lengths, frame_lengths)
         for b in range(3):
             n, t = int(token_lengths[b]), int(frame_lengths[b])
@@ -337,7 +339,7 @@ def _training_batch(config, batch_size=2, frames=(40, 28), tokens=(9, 6)):
         "attention_mask": attention_mask,
         "labels": labels,
         "labels_attention_mask": labels_attention_mask,
-        "pitch_labels": torch.rand(batch_size, max(frames), generator=generator) * 200 * (torch.rand(batch_size, max(frames), generator=generator) > 0.3),
+        "pitch_labels": 200 * torch.rand(batch_size, max(frames), generator=generator).clamp(min=0.3).sub(0.3),
         "energy_labels": torch.rand(batch_size, max(frames), generator=generator) * 20,
         "waveforms": torch.randn(batch_size, max(frames) * 256, generator=generator) * 0.1,
         "speaker_ids": torch.tensor([0, 2]),
@@ -363,9 +365,9 @@ def test_training_forward_returns_the_loss_and_its_parts():
     assert out.alignment_log_probs.shape == (2, 40, 9)
     assert out.waveform_segment.shape == out.target_waveform_segment.shape == (2, 4 * 256)
     out.loss.backward()
-    without_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    without_grad = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert without_grad == [], without_grad
-    # A silent target segment keeps the vocoder loss finite and of the usual size (spectral convergence is batch-level).
+    # A silent target segment keeps the vocoder loss finite and of the usual size (batch-level spectral convergence).
     silent = dict(batch, waveforms=torch.cat([batch["waveforms"][:1], torch.zeros_like(batch["waveforms"][1:])]))
     assert model(**silent).vocoder_loss < 20
     # Optional targets: without pitch, energy and waveforms those parts are skipped.
@@ -560,8 +562,11 @@ def test_feature_extractor_rejects_unusable_audio(audio, kwargs, message):
 def test_processor_and_auto_classes(tmp_path):
     config = tiny_config()
     processor = tiny_processor(config)
-    batch = processor(text=["hello", "hi"], audio=[_tone(150, 0.3), _tone(220, 0.2)], sampling_rate=16000, return_tensors="pt")
-    assert set(batch) == {"input_ids", "attention_mask", "labels", "labels_attention_mask", "pitch_labels", "energy_labels", "waveforms"}
+    audio = [_tone(150, 0.3), _tone(220, 0.2)]
+    batch = processor(text=["hello", "hi"], audio=audio, sampling_rate=16000, return_tensors="pt")
+    assert set(batch) == {
+        "input_ids", "attention_mask", "labels", "labels_attention_mask", "pitch_labels", "energy_labels", "waveforms"
+    }
     assert batch["labels"].shape[-1] == 20 and batch["input_ids"].shape == (2, 5)
     with pytest.raises(ValueError, match="one waveform per text"):
         processor(text=["a", "b"], audio=[_tone(150, 0.3)], sampling_rate=16000)
@@ -575,11 +580,11 @@ def test_processor_and_auto_classes(tmp_path):
     assert type(loaded) is OmniAudioDecoderProcessor
     assert type(AutoFeatureExtractor.from_pretrained(tmp_path)) is OmniAudioDecoderFeatureExtractor
     assert loaded.feature_extractor.feature_size == 20 and loaded.feature_extractor.n_fft == 512
-    again = loaded(text=["hello", "hi"], audio=[_tone(150, 0.3), _tone(220, 0.2)], sampling_rate=16000, return_tensors="pt")
+    again = loaded(text=["hello", "hi"], audio=audio, sampling_rate=16000, return_tensors="pt")
     assert all(torch.equal(again[key], batch[key]) for key in batch)
 
 
-# ----------------------------------------------------------------------------------------------------- pipeline / remote
+# ----------------------------------------------------------------------------------------------------- pipeline
 
 
 def _save_checkpoint(path):
@@ -631,7 +636,7 @@ def test_remote_code_loads_without_the_package(tmp_path):
     assert result["pipeline"] == expected.shape[1]
 
 
-# ----------------------------------------------------------------------------------------------------- learning on real speech
+# ----------------------------------------------------------------------------------------------------- real speech
 
 
 SENTENCES = ["The quick brown fox.", "Speech on a laptop.", "Hello, how are you?"]
@@ -648,7 +653,8 @@ def real_speech():
 
     examples = []
     for speaker, (text, voice) in enumerate(zip(SENTENCES, VOICES)):
-        wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "170", "--stdout", text], capture_output=True, check=True)
+        command = ["espeak-ng", "-v", voice, "-s", "170", "--stdout", text]
+        wav = subprocess.run(command, capture_output=True, check=True)
         audio, rate = soundfile.read(io.BytesIO(wav.stdout), dtype="float32")
         examples.append({"text": text, "audio": {"array": soxr.resample(audio, rate, 16000), "sampling_rate": 16000},
                          "speaker_id": speaker})
@@ -701,7 +707,7 @@ def test_gan_trainer_trains_the_vocoder_adversarially(real_speech, tmp_path):
         discriminators=discriminators,
     )
     trainer.train()
-    changed = [name for name, p in trainer.discriminators.named_parameters() if not torch.equal(p.detach(), before[name])]
+    changed = [n for n, p in trainer.discriminators.named_parameters() if not torch.equal(p.detach(), before[n])]
     assert len(changed) > 0
     assert not torch.equal(model.vocoder.output_conv.bias.detach(), vocoder_before)
     logs = [entry for entry in trainer.state.log_history if "discriminator_loss" in entry]

@@ -125,7 +125,8 @@ def tour_tts(args: argparse.Namespace) -> None:
     processor = OmniAudioDecoderProcessor(OmniAudioDecoderFeatureExtractor.from_model_config(config),
                                           OmniAudioDecoderTokenizer())
     speech = espeak_speech(TTS_SENTENCES, TTS_VOICES, config.sampling_rate)
-    print(f"speech: espeak-ng voices {TTS_VOICES}, " + ", ".join(f"{len(s) / config.sampling_rate:.2f} s" for s in speech))
+    lengths = ", ".join(f"{len(item) / config.sampling_rate:.2f} s" for item in speech)
+    print(f"speech: espeak-ng voices {TTS_VOICES}: {lengths}")
     start = time.perf_counter()
     batch = processor(text=TTS_SENTENCES, audio=speech, sampling_rate=config.sampling_rate, return_tensors="pt")
     voiced = (batch["pitch_labels"] > 0).float().sum() / batch["labels_attention_mask"].sum()

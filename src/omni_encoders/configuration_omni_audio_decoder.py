@@ -15,10 +15,10 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
     Configuration of [`OmniAudioDecoderModel`]: a non-autoregressive text-to-speech model. Characters (or LLM text
     embeddings) and a speaker go through encoder FFT blocks (rotary multi-head latent attention + convolutional
     feed-forward), a variance adaptor (duration, pitch and energy predictors), a length regulator that repeats every
-    token by its integer duration, decoder FFT blocks, a mel projection with a convolutional postnet, and a BigVGAN-style
-    vocoder that turns the mel spectrogram into a 16 kHz waveform. Durations are learned without an external aligner:
-    a soft text-to-mel alignment trained with a forward-sum loss is turned into integer durations by Monotonic Alignment
-    Search.
+    token by its integer duration, decoder FFT blocks, a mel projection with a convolutional postnet, and a
+    BigVGAN-style vocoder that turns the mel spectrogram into a 16 kHz waveform. Durations are learned without an
+    external aligner: a soft text-to-mel alignment trained with a forward-sum loss is turned into integer durations
+    by Monotonic Alignment Search.
 
     The defaults build the spec's full size (hidden 1024, 4 + 4 FFT blocks, 80 mel bins, 256 speakers, a 512-channel
     vocoder upsampling 8·8·2·2 = 256×).

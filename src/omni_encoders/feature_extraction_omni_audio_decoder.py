@@ -99,7 +99,9 @@ class OmniAudioDecoderFeatureExtractor(SequenceFeatureExtractor):
                     f"{raw_speech.shape}. Average the channels of multi-channel audio first."
                 )
         elif not isinstance(raw_speech, (list, tuple)):
-            raise ValueError(f"Expected audio as an array, a tensor or a list of them, got {type(raw_speech).__name__}.")
+            raise ValueError(
+                f"Expected audio as an array, a tensor or a list of them, got {type(raw_speech).__name__}."
+            )
         elif len(raw_speech) > 0 and np.isscalar(raw_speech[0]):
             raw_speech = [raw_speech]  # a single waveform given as a list of numbers
         if len(raw_speech) == 0:

@@ -498,8 +498,10 @@ class OmniAudioDecoderAligner(nn.Module):
         """
         keys = self._project(self.text_proj, text_states, token_mask).float()
         queries = self._project(self.mel_proj, mel.to(text_states.dtype), frame_mask).float()
-        distances = (
-            queries.pow(2).sum(-1, keepdim=True) + keys.pow(2).sum(-1).unsqueeze(1) - 2 * queries @ keys.transpose(1, 2)
+        distances = (  # ||q - k||^2 without materialising [B, T, N, size]
+            queries.pow(2).sum(-1, keepdim=True)
+            + keys.pow(2).sum(-1).unsqueeze(1)
+            - 2 * queries @ keys.transpose(1, 2)
         )
         scores = -self.temperature * distances.clamp(min=0)
         if log_prior is not None:
@@ -562,13 +564,13 @@ class OmniAudioDecoderOutput(ModelOutput):
             Output of the duration predictor, `log(1 + frames)`.
         pitch, energy (`torch.FloatTensor` of shape `(batch_size, tokens)`):
             Predicted standardised pitch and energy of each token.
-        mel_loss, duration_loss, pitch_loss, energy_loss, alignment_loss, vocoder_loss (`torch.FloatTensor`, *optional*):
+        mel_loss, duration_loss, pitch_loss, energy_loss, alignment_loss, vocoder_loss (`torch.FloatTensor`):
             The unweighted loss parts: mel L1 (before + after the postnet), log-duration MSE against the MAS
             durations, pitch and energy MSE, forward-sum alignment loss, vocoder multi-resolution STFT loss (only
             when target `waveforms` are given).
         alignment_log_probs (`torch.FloatTensor` of shape `(batch_size, frames, tokens)`, *optional*):
             The aligner's soft alignment, in training.
-        waveform_segment, target_waveform_segment (`torch.FloatTensor` of shape `(batch_size, segment_samples)`, *optional*):
+        waveform_segment, target_waveform_segment (`torch.FloatTensor` of shape `(batch_size, segment_samples)`):
             The vocoder's output on a random segment of the target mel and the matching target samples (zero after
             the item's end), in training with `waveforms`; the discriminators of the adversarial phase read them.
         encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, tokens, hidden_size)`):
@@ -673,7 +675,10 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         self.pitch_embed = OmniAudioDecoderVarianceEmbedding(config)
         self.energy_embed = OmniAudioDecoderVarianceEmbedding(config)
         self.decoder_layers = nn.ModuleList(
-            [OmniAudioDecoderFFTBlock(config, layer_idx=config.encoder_layers + i) for i in range(config.decoder_layers)]
+            [
+                OmniAudioDecoderFFTBlock(config, layer_idx=config.encoder_layers + i)
+                for i in range(config.decoder_layers)
+            ]
         )
         self.decoder_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mel_proj = nn.Linear(config.hidden_size, config.n_mels)
@@ -710,20 +715,23 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         inputs_embeds: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate the text inputs; return `(embeddings [B, L, D], token_mask [B, L] bool)`."""
+        hidden_size = self.config.hidden_size
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids [batch, tokens] or inputs_embeds [batch, tokens, hidden].")
         if input_ids is not None:
             if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-                raise ValueError(f"input_ids must have shape [batch, tokens] with tokens > 0, got {tuple(input_ids.shape)}.")
+                raise ValueError(
+                    f"input_ids must have shape [batch, tokens] with tokens > 0, got {tuple(input_ids.shape)}."
+                )
             if bool(((input_ids < 0) | (input_ids >= self.config.vocab_size)).any()):
                 raise ValueError(
                     f"input_ids contain ids outside [0, vocab_size={self.config.vocab_size}): "
                     f"min {int(input_ids.min())}, max {int(input_ids.max())}."
                 )
             inputs_embeds = self.embed_tokens(input_ids)
-        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size or inputs_embeds.shape[1] == 0:
+        elif inputs_embeds.dim() != 3 or inputs_embeds.shape[1] == 0 or inputs_embeds.shape[2] != hidden_size:
             raise ValueError(
-                f"inputs_embeds must have shape [batch, tokens > 0, hidden_size={self.config.hidden_size}], got "
+                f"inputs_embeds must have shape [batch, tokens > 0, hidden_size={hidden_size}], got "
                 f"{tuple(inputs_embeds.shape)}."
             )
         batch_size, num_tokens = inputs_embeds.shape[:2]
@@ -904,7 +912,9 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
 
     # ---------------------------------------------------------------------------------------------------- forward
 
-    def _predicted_durations(self, log_durations: torch.Tensor, token_mask: torch.Tensor, speed: float) -> torch.Tensor:
+    def _predicted_durations(
+        self, log_durations: torch.Tensor, token_mask: torch.Tensor, speed: float
+    ) -> torch.Tensor:
         """Integer frames per token from the duration predictor, divided by `speed`; valid tokens keep >= 1 frame."""
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}.")
@@ -1018,9 +1028,10 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
                 "Every target needs at least one mel frame per token for the monotonic alignment; got frames "
                 f"{mel_lengths.tolist()} for tokens {token_lengths.tolist()}."
             )
+        prior_scale = self.config.alignment_prior_scale
         log_prior = (
-            beta_binomial_log_prior(token_lengths, mel_lengths, num_tokens, num_frames, self.config.alignment_prior_scale)
-            if self.config.alignment_prior_scale > 0
+            beta_binomial_log_prior(token_lengths, mel_lengths, num_tokens, num_frames, prior_scale)
+            if prior_scale > 0
             else None
         )
         alignment_log_probs = self.aligner(text_states, token_mask, labels, frame_mask, log_prior)

@@ -22,7 +22,9 @@ class OmniAudioDecoderProcessor(ProcessorMixin):
     Example:
 
     ```python
-    >>> from omni_encoders import OmniAudioDecoderFeatureExtractor, OmniAudioDecoderProcessor, OmniAudioDecoderTokenizer
+    >>> from omni_encoders import (
+    ...     OmniAudioDecoderFeatureExtractor, OmniAudioDecoderProcessor, OmniAudioDecoderTokenizer
+    ... )
     >>> processor = OmniAudioDecoderProcessor(OmniAudioDecoderFeatureExtractor(), OmniAudioDecoderTokenizer())
     >>> batch = processor(text=["Hello.", "Good morning!"], audio=[speech_a, speech_b], sampling_rate=16000,
     ...                   return_tensors="pt")
