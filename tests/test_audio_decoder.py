@@ -226,6 +226,21 @@ def test_mas_rejects_impossible_lengths(use_kernel, monkeypatch):
         monotonic_alignment_search(torch.randn(5, 4))
 
 
+def test_alignment_prior_is_the_beta_binomial_distribution():
+    from scipy.stats import betabinom
+
+    from omni_encoders.modeling_omni_audio_decoder import beta_binomial_log_prior
+
+    token_lengths, frame_lengths = torch.tensor([4, 2]), torch.tensor([7, 3])
+    prior = beta_binomial_log_prior(token_lengths, frame_lengths, 4, 7, scaling=0.7)
+    for b in range(2):
+        n, frames = int(token_lengths[b]) - 1, int(frame_lengths[b])
+        for j in range(frames):
+            expected = betabinom(n, 0.7 * (j + 1), 0.7 * (frames - j)).logpmf(np.arange(n + 1))
+            assert np.allclose(prior[b, j, : n + 1].numpy(), expected, atol=1e-4)
+        assert (prior[b, frames:] == 0).all() and (prior[b, :, n + 1 :] == 0).all()
+
+
 def test_length_regulator_repeats_each_token_exactly():
     hidden = torch.randn(3, 4, 5)
     durations = torch.tensor([[2, 0, 3, 1], [1, 1, 0, 0], [4, 2, 2, 1]])
