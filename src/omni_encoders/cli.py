@@ -168,6 +168,7 @@ def tour_tts(args: argparse.Namespace) -> None:
     text = "Hello from the omni encoders."
     inputs = processor(text=text, return_tensors="pt")
     with torch.inference_mode():
+        model.generate(**inputs, speaker_ids=torch.tensor([1]))  # warm-up
         start = time.perf_counter()
         output = model.generate(**inputs, speaker_ids=torch.tensor([1]), speed=1.0)
         seconds = time.perf_counter() - start

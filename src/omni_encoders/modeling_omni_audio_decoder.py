@@ -973,8 +973,9 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
             speaker_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 Rows of the speaker table.
             speaker_embeddings (`torch.FloatTensor` of shape `(batch_size, speaker_embedding_size)`, *optional*):
-                Zero-shot speaker vectors, e.g. from the audio encoder's speaker encoder on reference audio. Without
-                either speaker input the model speaks unconditioned.
+                Zero-shot speaker vectors of reference audio: `OmniAudioModel.get_speaker_embeddings(...)` on the
+                `speaker_features` of `OmniAudioFeatureExtractor(..., return_speaker_features=True)`. Without either
+                speaker input the model speaks unconditioned.
             labels (`torch.FloatTensor` of shape `(batch_size, frames, n_mels)`, *optional*):
                 Target log-mel spectrograms (from [`OmniAudioDecoderFeatureExtractor`]); turns on the training path.
             labels_attention_mask (`torch.Tensor` of shape `(batch_size, frames)`, *optional*):
