@@ -611,6 +611,14 @@ def _save_checkpoint(path):
     return model
 
 
+def test_model_card_shows_the_config():
+    from omni_encoders import create_model_card
+
+    card = create_model_card(tiny_model(tiny_config(encoder_layers=2)), model_id="org/tiny-tts").text
+    assert "2 feed-forward Transformer blocks" in card and "20-bin mel spectrogram" in card
+    assert "{{" not in card and ".waveform" in card
+
+
 def test_text_to_audio_pipeline(tmp_path):
     model = _save_checkpoint(tmp_path)
     tts = pipeline("text-to-audio", model=str(tmp_path))

@@ -10,6 +10,8 @@ from transformers import (
     AutoFeatureExtractor,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
     AutoModelForImageClassification,
     AutoModelForTextToWaveform,
     AutoProcessor,
@@ -33,6 +35,17 @@ from .modeling_omni_vision import (
     OmniVisionModelOutput,
     OmniVisionPreTrainedModel,
 )
+from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
+from .feature_extraction_omni_audio import OmniAudioFeatureExtractor
+from .modeling_omni_audio import (
+    OmniAudioCTCOutput,
+    OmniAudioForAudioClassification,
+    OmniAudioForCTC,
+    OmniAudioModel,
+    OmniAudioModelOutput,
+    OmniAudioPreTrainedModel,
+)
+from .processing_omni_audio import OmniAudioProcessor
 from .processing_omni_audio_decoder import OmniAudioDecoderCollator, OmniAudioDecoderProcessor
 from .tokenization_omni_audio_decoder import OmniAudioDecoderTokenizer
 
@@ -45,6 +58,14 @@ AutoModel.register(OmniVisionConfig, OmniVisionModel, exist_ok=True)
 AutoModelForImageClassification.register(OmniVisionConfig, OmniVisionForImageClassification, exist_ok=True)
 AutoImageProcessor.register(OmniVisionConfig, image_processor_classes={"pil": OmniVisionImageProcessor}, exist_ok=True)
 
+# Audio
+AutoConfig.register(OmniAudioConfig.model_type, OmniAudioConfig, exist_ok=True)
+AutoModel.register(OmniAudioConfig, OmniAudioModel, exist_ok=True)
+AutoModelForCTC.register(OmniAudioConfig, OmniAudioForCTC, exist_ok=True)
+AutoModelForAudioClassification.register(OmniAudioConfig, OmniAudioForAudioClassification, exist_ok=True)
+AutoFeatureExtractor.register(OmniAudioConfig, OmniAudioFeatureExtractor, exist_ok=True)
+AutoProcessor.register(OmniAudioConfig, OmniAudioProcessor, exist_ok=True)
+
 # Audio decoder (text to speech)
 AutoConfig.register(OmniAudioDecoderConfig.model_type, OmniAudioDecoderConfig, exist_ok=True)
 AutoModelForTextToWaveform.register(OmniAudioDecoderConfig, OmniAudioDecoderModel, exist_ok=True)
@@ -52,7 +73,33 @@ AutoTokenizer.register(OmniAudioDecoderConfig, tokenizer_class=OmniAudioDecoderT
 AutoFeatureExtractor.register(OmniAudioDecoderConfig, OmniAudioDecoderFeatureExtractor, exist_ok=True)
 AutoProcessor.register(OmniAudioDecoderConfig, OmniAudioDecoderProcessor, exist_ok=True)
 
+
+def __getattr__(name: str):
+    # These modules import transformers' Trainer (and with it datasets, accelerate, ...): load them on first use.
+    if name in ("OmniTrainer", "create_model_card"):
+        from . import modelcard
+
+        return getattr(modelcard, name)
+    if name == "OmniAudioDecoderGANTrainer":
+        from .trainer_omni_audio_decoder import OmniAudioDecoderGANTrainer
+
+        return OmniAudioDecoderGANTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    # audio
+    "OmniAudioCTCOutput",
+    "OmniAudioConfig",
+    "OmniAudioFeatureExtractor",
+    "OmniAudioForAudioClassification",
+    "OmniAudioForCTC",
+    "OmniAudioModel",
+    "OmniAudioModelOutput",
+    "OmniAudioPreTrainedModel",
+    "OmniAudioProcessor",
+    "audio_frame_lengths",
+    # audio decoder
     "OmniAudioDecoderCollator",
     "OmniAudioDecoderConfig",
     "OmniAudioDecoderFeatureExtractor",
@@ -62,21 +109,16 @@ __all__ = [
     "OmniAudioDecoderPreTrainedModel",
     "OmniAudioDecoderProcessor",
     "OmniAudioDecoderTokenizer",
+    "length_regulate",
+    "monotonic_alignment_search",
+    # vision
     "OmniVisionConfig",
     "OmniVisionForImageClassification",
     "OmniVisionImageProcessor",
     "OmniVisionModel",
     "OmniVisionModelOutput",
     "OmniVisionPreTrainedModel",
-    "length_regulate",
-    "monotonic_alignment_search",
+    # training and the Hub
+    "OmniTrainer",
+    "create_model_card",
 ]
-
-
-def __getattr__(name: str):
-    # The GAN trainer imports `transformers.Trainer` (and with it datasets, accelerate, ...): load it on first use.
-    if name == "OmniAudioDecoderGANTrainer":
-        from .trainer_omni_audio_decoder import OmniAudioDecoderGANTrainer
-
-        return OmniAudioDecoderGANTrainer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

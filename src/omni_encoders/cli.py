@@ -80,27 +80,88 @@ def tour_vision(args: argparse.Namespace) -> None:
         raise SystemExit("vision encoder produced non-finite values")
 
 
-TTS_SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Speech synthesis runs on this laptop."]
-TTS_VOICES = ["en-us", "en-gb+f3"]
-
-
-def espeak_speech(texts: list[str], voices: list[str], sampling_rate: int = 16000) -> list:
-    """Real speech made on this machine: `texts` read by espeak-ng `voices`, resampled to `sampling_rate`."""
-    import io
+def synthesize_speech(text: str, voice: str = "en-us", pitch: int = 50) -> tuple:
+    """Speech made on this machine with espeak-ng: `(float32 waveform, sampling rate)` (22.05 kHz mono)."""
     import shutil
     import subprocess
+    import tempfile
 
     import soundfile
-    import soxr
 
     if shutil.which("espeak-ng") is None:
-        raise SystemExit("espeak-ng is not installed: run scripts/setup.sh (or apt-get install espeak-ng)")
-    speech = []
-    for text, voice in zip(texts, voices):
-        wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], capture_output=True, check=True).stdout
-        audio, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
-        speech.append(soxr.resample(audio, rate, sampling_rate))
-    return speech
+        raise SystemExit("espeak-ng is needed to synthesise speech: apt-get install espeak-ng (scripts/setup.sh does)")
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/speech.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", path, text], check=True, capture_output=True)
+        return soundfile.read(path, dtype="float32")
+
+
+def encode_audio(waveforms: list, sampling_rate: int, size: str = "full", dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Encode `waveforms` (the first for the encoder, all of them as speaker references) with a randomly initialised
+    audio encoder with residual quantisation (`size="full"`: the spec's model) and return shapes and timings."""
+    from . import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioModel
+
+    if size == "full":
+        config = OmniAudioConfig(use_quantizer=True)
+    else:
+        config = OmniAudioConfig(
+            use_quantizer=True, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, kv_lora_rank=64,
+            qk_rope_head_dim=32, intermediate_size=1024, tokenizer_channels=[32, 64, 64, 128, 128, 256],
+            speaker_hidden_size=128, speaker_embedding_size=128, speaker_num_lstm_layers=2,
+        )
+    start = time.perf_counter()
+    model = OmniAudioModel._from_config(config, dtype=dtype).eval()
+    build_seconds = time.perf_counter() - start
+    extractor = OmniAudioFeatureExtractor(samples_per_frame=config.inputs_to_logits_ratio)
+    start = time.perf_counter()
+    inputs = extractor(waveforms[:1], sampling_rate=sampling_rate, return_tensors="pt")
+    references = extractor(waveforms, sampling_rate=sampling_rate, return_speaker_features=True, return_tensors="pt")
+    extract_seconds = time.perf_counter() - start
+    with torch.inference_mode():
+        model(inputs.input_values.to(dtype), inputs.attention_mask)  # warm-up
+        start = time.perf_counter()
+        outputs = model(inputs.input_values.to(dtype), inputs.attention_mask, use_cache=True)
+        forward_seconds = time.perf_counter() - start
+        speakers = model.get_speaker_embeddings(references.speaker_features, references.speaker_attention_mask)
+    seconds = inputs.input_values.shape[1] / extractor.sampling_rate
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "input_values": tuple(inputs.input_values.shape),
+        "frames": tuple(outputs.last_hidden_state.shape),
+        "frames_per_second": outputs.last_hidden_state.shape[1] / seconds,
+        "codes": tuple(outputs.audio_codes.shape),
+        "cache_kib": outputs.cache.memory_bytes() / 1024,
+        "speaker_features": tuple(references.speaker_features.shape),
+        "speaker_embeddings": tuple(speakers.shape),
+        "speaker_norms": [round(float(norm), 3) for norm in speakers.float().norm(dim=-1)],
+        "build_seconds": build_seconds,
+        "extract_seconds": extract_seconds,
+        "forward_seconds": forward_seconds,
+        "finite": bool(torch.isfinite(outputs.last_hidden_state).all() and torch.isfinite(speakers).all()),
+    }
+
+
+def tour_audio(args: argparse.Namespace) -> None:
+    _banner(f"Audio encoder ({args.size} size, {args.dtype})")
+    sentence = "The quick brown fox jumps over the lazy dog."
+    speech, rate = synthesize_speech(sentence)
+    other_voice, _ = synthesize_speech(sentence, voice="en-gb", pitch=80)
+    print(f"speech: espeak-ng {sentence!r}, {len(speech) / rate:.1f} s at {rate} Hz (resampled to 16 kHz), and the "
+          "same sentence in a second voice as a speaker reference")
+    report = encode_audio([speech, other_voice], rate, size=args.size, dtype=DTYPES[args.dtype])
+    print(f"parameters: {report['parameters'] / 1e6:.1f} M (built in {report['build_seconds']:.1f} s)")
+    print(f"input_values {report['input_values']} -> frames {report['frames']} ({report['frames_per_second']:.0f} "
+          f"frames/s), RVQ codes {report['codes']}, latent K/V cache {report['cache_kib']:.0f} KiB")
+    print(f"speaker features {report['speaker_features']} -> embeddings {report['speaker_embeddings']} "
+          f"(L2 norms {report['speaker_norms']})")
+    print(f"feature extraction: {report['extract_seconds'] * 1000:.0f} ms, forward: "
+          f"{report['forward_seconds'] * 1000:.0f} ms, outputs finite: {report['finite']}")
+    if not report["finite"]:
+        raise SystemExit("audio encoder produced non-finite values")
+
+
+TTS_SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Speech synthesis runs on this laptop."]
+TTS_VOICES = ["en-us", "en-gb+f3"]
 
 
 def tour_tts(args: argparse.Namespace) -> None:
@@ -122,9 +183,14 @@ def tour_tts(args: argparse.Namespace) -> None:
             postnet_channels=64, num_speakers=8, vocoder_initial_channels=128, vocoder_resblock_kernel_sizes=[3, 7],
             vocoder_resblock_dilation_sizes=[[1, 3], [1, 3]], hidden_dropout=0.0,
         )
+    import soxr
+
     processor = OmniAudioDecoderProcessor(OmniAudioDecoderFeatureExtractor.from_model_config(config),
                                           OmniAudioDecoderTokenizer())
-    speech = espeak_speech(TTS_SENTENCES, TTS_VOICES, config.sampling_rate)
+    speech = []
+    for text, voice in zip(TTS_SENTENCES, TTS_VOICES):
+        waveform, rate = synthesize_speech(text, voice=voice)
+        speech.append(soxr.resample(waveform, rate, config.sampling_rate))
     lengths = ", ".join(f"{len(item) / config.sampling_rate:.2f} s" for item in speech)
     print(f"speech: espeak-ng voices {TTS_VOICES}: {lengths}")
     start = time.perf_counter()
@@ -179,12 +245,30 @@ def tour_tts(args: argparse.Namespace) -> None:
           f"waveform {tuple(waveform.shape)} ({waveform.shape[1] // config.hop_length} frames x "
           f"{config.hop_length}) in {seconds * 1000:.0f} ms")
     print(f"streaming: {len(chunks)} chunks, max |stream - full| = {(streamed - waveform).abs().max():.2e}")
-    if not torch.isfinite(waveform).all():
+
+    # Zero-shot voice: the audio encoder's speaker encoder embeds the second clip (both models are untrained here).
+    from . import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioModel
+
+    audio_config = OmniAudioConfig(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=2, kv_lora_rank=32, qk_rope_head_dim=16,
+        intermediate_size=128, speaker_embedding_size=config.speaker_embedding_size,
+    )
+    audio_model = OmniAudioModel(audio_config).eval()
+    references = OmniAudioFeatureExtractor()(
+        [speech[1]], sampling_rate=config.sampling_rate, return_speaker_features=True, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        voice = audio_model.get_speaker_embeddings(references.speaker_features, references.speaker_attention_mask)
+        cloned = model.generate(**inputs, speaker_embeddings=voice.to(model.dtype))
+    print(f"zero-shot: speaker embedding {tuple(voice.shape)} of the {TTS_VOICES[1]!r} clip (OmniAudioModel) -> "
+          f"waveform {tuple(cloned.waveform.shape)}")
+    if not (torch.isfinite(waveform).all() and torch.isfinite(cloned.waveform).all()):
         raise SystemExit("the audio decoder produced non-finite audio")
 
 
 TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
     "vision": tour_vision,
+    "audio": tour_audio,
     "tts": tour_tts,
 }
 

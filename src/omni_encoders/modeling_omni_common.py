@@ -4,18 +4,22 @@
 One place for: axis-factorised rotary position tables (1D audio, 2D images, 3D video), the dispatch to transformers'
 attention interface (`eager`, `sdpa`, `flash_attention_*`, `flex_attention`), a general self/cross attention layer,
 rotary multi-head latent attention (RMLA) with its latent K/V cache, the feed-forward layers, the learned-query token
-compressor (TiTok-style), a batched torch log-mel spectrogram and the output classes of the task heads.
+compressor (TiTok-style), a batched torch log-mel spectrogram, the output classes of the task heads and the Hub
+behaviour every model shares ([`OmniHubMixin`]: complete `auto_map` on save, the model type's card on push).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
 
 
@@ -643,3 +647,103 @@ class OmniClassifierOutput(ModelOutput):
     aux_loss: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hub integration
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def model_type_auto_map(model_class: type[PreTrainedModel]) -> dict[str, str]:
+    """`auto_map` entries for every model class of `model_class`'s model type.
+
+    These are the classes defined in the same modeling file, for the same config class, that called
+    `register_for_auto_class` (e.g. `{"AutoModel": "modeling_omni_vision.OmniVisionModel",
+    "AutoModelForImageClassification": "modeling_omni_vision.OmniVisionForImageClassification"}`). Remote code copies
+    that one file (and its relative imports), so every entry resolves in a saved checkpoint.
+    """
+    module = sys.modules[model_class.__module__]
+    file_name = model_class.__module__.rsplit(".", 1)[-1]
+    auto_map = {}
+    for candidate in vars(module).values():
+        if (
+            isinstance(candidate, type)
+            and issubclass(candidate, PreTrainedModel)
+            and candidate.__module__ == model_class.__module__
+            and candidate.__dict__.get("_auto_class") is not None
+            and candidate.config_class is model_class.config_class
+        ):
+            auto_map.setdefault(candidate._auto_class, f"{file_name}.{candidate.__name__}")
+    auto_map[model_class._auto_class] = f"{file_name}.{model_class.__name__}"  # the saved class wins its own entry
+    return auto_map
+
+
+# The description of the placeholder card transformers pushes when a repo has none (e.g. a processor pushed first).
+_TRANSFORMERS_PLACEHOLDER_CARD = "This is the model card of a 🤗 transformers model that has been pushed on the Hub."
+
+
+class OmniHubMixin:
+    """Hub behaviour shared by every omni-encoders model; mixed into each model type's `PreTrainedModel`:
+
+    - `save_pretrained` writes an `auto_map` with **every** Auto class of the model type, not only the saved class's,
+      so a checkpoint of one head loads as any other (e.g. `AutoModel` on an image-classification checkpoint) with
+      `trust_remote_code=True` where the package is not installed.
+    - `push_to_hub` uploads the model type's model card (rendered from `model_cards/<model_type>.md` by
+      `omni_encoders.modelcard`) when the repo has no card yet or only transformers' placeholder; an existing card is
+      kept (only tagged), as transformers does. A model loaded as remote code, without the package, pushes
+      transformers' card.
+    """
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        if self.is_remote_code():
+            auto_map = getattr(self.config, "auto_map", None) or {}
+            self.config.auto_map = {**auto_map, **model_type_auto_map(type(self))}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | str | None = None,
+    ):
+        """Upload the model (config with `auto_map`, safetensors weights sharded at `max_shard_size`, the code files)
+        and its model card to the Hub repo `repo_id`, as [`~transformers.PreTrainedModel.push_to_hub`] does."""
+        from transformers.utils.hub import create_and_tag_model_card, hf_api
+
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        tags = list(dict.fromkeys([*(self.model_tags or []), *tags]))
+        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        model_card = create_and_tag_model_card(repo_id, tags or None, token=token)
+        if _TRANSFORMERS_PLACEHOLDER_CARD in model_card.text:
+            model_card = self._render_model_card(repo_id, tags) or model_card
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            self.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
+            model_card.save(os.path.join(tmp_dir, "README.md"))
+            return self._upload_modified_files(
+                tmp_dir,
+                repo_id,
+                files_timestamps={},
+                commit_message=commit_message,
+                token=token,
+                create_pr=create_pr,
+                revision=revision,
+                commit_description=commit_description,
+            )
+
+    def _render_model_card(self, repo_id: str, tags: list[str]):
+        """The model type's card, or None when the package (which ships the templates) is not installed or has no
+        template for this model type (e.g. a user's subclass with its own `model_type`)."""
+        try:
+            from omni_encoders.modelcard import MODEL_CARD_SPECS, create_model_card
+        except ImportError:
+            return None
+        if self.config.model_type not in MODEL_CARD_SPECS:
+            return None
+        return create_model_card(self, model_id=repo_id, tags=tags)

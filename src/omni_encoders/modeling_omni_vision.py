@@ -16,6 +16,7 @@ from .configuration_omni_vision import OmniVisionConfig
 from .modeling_omni_common import (
     OmniAttention,
     OmniClassifierOutput,
+    OmniHubMixin,
     OmniMLP,
     OmniRotaryEmbedding,
     OmniTokenCompressor,
@@ -113,7 +114,7 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         return hidden_states_a, hidden_states_b, attn_weights
 
 
-class OmniVisionPreTrainedModel(PreTrainedModel):
+class OmniVisionPreTrainedModel(OmniHubMixin, PreTrainedModel):
     config: OmniVisionConfig
     config_class = OmniVisionConfig
     base_model_prefix = "model"
@@ -180,42 +181,33 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_backbone_pretrained(
-        cls, backbone_name_or_path: str, config: OmniVisionConfig | None = None, **kwargs
-    ) -> OmniVisionModel:
+    def from_backbone_pretrained(cls, backbone_name_or_path: str, **kwargs) -> OmniVisionModel:
         """Build a fresh model around a pretrained vision tower, in one call.
 
         Args:
             backbone_name_or_path: a Hub id or local folder of a SigLIP, SigLIP2 or CLIP checkpoint (vision-only or
-                full image-text; only the vision tower is loaded).
-            config: an [`OmniVisionConfig`] for the layers on top; its `backbone_config` is replaced by the
-                checkpoint's. Other keyword arguments go to the new config (e.g. `num_tokens=64`) and to
-                `from_pretrained` (`dtype`, `revision`, `cache_dir`, `token`, `local_files_only`).
+                full image-text; only the vision tower is loaded, SigLIP's attention-pooling head is dropped).
+            kwargs: loading options (`dtype`, `attn_implementation`, `revision`, `cache_dir`, `token`,
+                `local_files_only`) and [`OmniVisionConfig`] arguments for the layers on top (e.g. `num_tokens=64`).
 
         Example:
 
         ```python
-        >>> model = OmniVisionModel.from_backbone_pretrained("google/siglip-so400m-patch14-384", num_tokens=256)
+        >>> model = OmniVisionModel.from_backbone_pretrained("google/siglip-so400m-patch14-384", dtype=torch.bfloat16)
         ```
         """
-        hub_kwargs = {
-            key: kwargs.pop(key)
-            for key in ("revision", "cache_dir", "token", "local_files_only", "dtype", "attn_implementation")
-            if key in kwargs
-        }
-        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path, **{
-            k: v for k, v in hub_kwargs.items() if k not in ("dtype", "attn_implementation")
-        })
+        hub_keys = ("revision", "cache_dir", "token", "local_files_only")
+        hub_kwargs = {key: kwargs.pop(key) for key in hub_keys if key in kwargs}
+        load_kwargs = {key: kwargs.pop(key) for key in ("dtype", "attn_implementation") if key in kwargs}
+        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path, **hub_kwargs)
         backbone_config = getattr(backbone_config, "vision_config", backbone_config)
-        if config is None:
-            config = OmniVisionConfig(backbone_config=backbone_config, **kwargs)
-        else:
-            config = OmniVisionConfig.from_dict({**config.to_dict(), "backbone_config": backbone_config.to_dict(), **kwargs})
-        backbone_class = type(AutoModel.from_config(backbone_config))
-        backbone = backbone_class.from_pretrained(backbone_name_or_path, config=backbone_config, **hub_kwargs)
-        model = cls(config)
+        if hasattr(backbone_config, "vision_use_head"):
+            backbone_config.vision_use_head = False
+        config = OmniVisionConfig(backbone_config=backbone_config, **kwargs)
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, config=backbone_config, **hub_kwargs, **load_kwargs)
+        model = cls._from_config(config, **load_kwargs)
         model.backbone.load_state_dict(backbone.state_dict())
-        return model.to(backbone.dtype)
+        return model
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()

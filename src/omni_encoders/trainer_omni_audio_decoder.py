@@ -7,8 +7,8 @@ import os
 
 import torch
 from torch import nn
-from transformers import Trainer
 
+from .modelcard import OmniTrainer
 from .modeling_omni_vocoder import (
     OmniMultiPeriodDiscriminator,
     OmniMultiResolutionDiscriminator,
@@ -22,12 +22,12 @@ from .modeling_omni_vocoder import (
 DISCRIMINATORS_NAME = "discriminators.safetensors"
 
 
-class OmniAudioDecoderGANTrainer(Trainer):
+class OmniAudioDecoderGANTrainer(OmniTrainer):
     r"""
-    [`Trainer`] that adds HiFi-GAN / BigVGAN adversarial training of the vocoder to [`OmniAudioDecoderModel`]'s
-    losses. Batches must hold target `waveforms` (e.g. from [`OmniAudioDecoderCollator`]), so the model returns the
-    vocoder's output on a random segment of the target mel (`waveform_segment`) and the matching real audio
-    (`target_waveform_segment`).
+    [`OmniTrainer`] (a `Trainer` that writes the omni-encoders model card) that adds HiFi-GAN / BigVGAN adversarial
+    training of the vocoder to [`OmniAudioDecoderModel`]'s losses. Batches must hold target `waveforms` (e.g. from
+    [`OmniAudioDecoderCollator`]), so the model returns the vocoder's output on a random segment of the target mel
+    (`waveform_segment`) and the matching real audio (`target_waveform_segment`).
 
     Every training step first updates the discriminators (a multi-period and a multi-resolution discriminator, LSGAN
     loss, their own AdamW optimizer) on the real and the detached generated segments, then returns the model's loss

@@ -1,0 +1,901 @@
+# Copyright 2026 The omni-encoders developers. Licensed under the Apache License, Version 2.0.
+"""The omni-encoders audio encoder: a raw-waveform tokenizer (optionally residual-quantised), Conformer blocks with
+rotary multi-head latent attention, a speaker encoder, and CTC / audio-classification heads.
+
+Padding never changes results: a batch of clips padded to a common length gives, on each clip's valid frames, the
+features of the clip run alone (in training and evaluation mode). Every layer that mixes time steps only ever sees
+zeros or masked positions beyond a clip's end: the tokenizer zeroes padded positions after each convolution and
+normalises with statistics over valid frames only, the Conformer's depthwise convolution sees zeros at padded frames,
+attention masks padded keys, pooling is masked, and the speaker encoder's LSTM runs on packed sequences.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
+from .modeling_omni_common import (
+    OmniClassifierOutput,
+    OmniLatentAttention,
+    OmniLatentCache,
+    OmniMLP,
+    OmniRotaryEmbedding,
+)
+
+
+@dataclass
+class OmniAudioModelOutput(ModelOutput):
+    """
+    Output of [`OmniAudioModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_frames, hidden_size)`):
+            Frame features after the last Conformer block (`num_frames = samples // 64` by default). Padded frames are
+            zero.
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            Mean of `last_hidden_state` over each clip's valid frames.
+        frame_mask (`torch.LongTensor` of shape `(batch_size, num_frames)`):
+            1 for the valid frames of each clip, 0 for padding (see [`audio_frame_lengths`]).
+        audio_codes (`torch.LongTensor` of shape `(batch_size, num_frames, num_codebooks)`, *optional*):
+            Residual quantisation codes when `config.use_quantizer`; -1 at padded frames.
+            [`OmniAudioModel.decode_audio_codes`] maps them back to the quantised features.
+        commitment_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Quantiser loss when `config.use_quantizer`: codebook term plus `commitment_cost` × commitment term, summed
+            over the codebooks and averaged over valid frames. The heads add it to their loss.
+        speaker_embeddings (`torch.FloatTensor` of shape `(batch_size, speaker_embedding_size)`, *optional*):
+            L2-normalised speaker embeddings, when `speaker_features` were given.
+        cache (`OmniLatentCache`, *optional*, returned when `use_cache=True`):
+            What each attention layer keyed and valued: the normalised K/V latent and the shared rotary key of every
+            frame, `kv_lora_rank + qk_rope_head_dim` values per frame and layer.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The tokenizer output followed by the output of every Conformer block, `(batch_size, num_frames,
+            hidden_size)` each.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+            Attention weights of every block, `(batch_size, num_heads, num_frames, num_frames)` (eager attention only).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    frame_mask: torch.LongTensor | None = None
+    audio_codes: torch.LongTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    speaker_embeddings: torch.FloatTensor | None = None
+    cache: OmniLatentCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class OmniAudioCTCOutput(ModelOutput):
+    """
+    Output of [`OmniAudioForCTC`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is provided):
+            CTC loss, plus the quantiser's `aux_loss` when `config.use_quantizer`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_frames, vocab_size)`):
+            Per-frame scores over the character vocabulary (blank = `config.pad_token_id`).
+        aux_loss (`torch.FloatTensor`, *optional*):
+            The backbone's quantiser loss (`commitment_loss` of [`OmniAudioModelOutput`]).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Hidden states of the backbone, when `output_hidden_states=True`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            Attention weights of the backbone, when `output_attentions=True` (eager attention only).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    aux_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """`lengths [B]` -> boolean mask `[B, max_length]`, True on the first `lengths[b]` positions."""
+    return torch.arange(max_length, device=lengths.device) < lengths[:, None]
+
+
+def masked_mean(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `hidden_states [B, T, D]` over the positions where `mask [B, T]` is true (all positions if None)."""
+    if mask is None:
+        return hidden_states.mean(dim=1)
+    mask = mask.to(hidden_states.dtype).unsqueeze(-1)
+    return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Waveform tokenizer
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class OmniMaskedGroupNorm(nn.GroupNorm):
+    """GroupNorm over `[B, C, T]` whose statistics only count the valid time steps of each item.
+
+    Plain GroupNorm averages over the whole time axis, so the padding of a batch would shift the statistics of the
+    shorter clips. With `mask [B, 1, T]` (1 = valid) the mean and variance of every (item, group) come from that item's
+    valid steps alone; without a mask it is `nn.GroupNorm`. Statistics are computed in float32.
+    """
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        batch, channels, length = hidden_states.shape
+        grouped = hidden_states.float().reshape(batch, self.num_groups, -1, length)
+        if mask is None:
+            mean = grouped.mean(dim=(2, 3), keepdim=True)
+            variance = grouped.var(dim=(2, 3), unbiased=False, keepdim=True)
+        else:
+            weights = mask.float().reshape(batch, 1, 1, length)
+            count = weights.sum(dim=-1, keepdim=True).clamp(min=1) * grouped.shape[2]
+            mean = (grouped * weights).sum(dim=(2, 3), keepdim=True) / count
+            variance = ((grouped - mean).square() * weights).sum(dim=(2, 3), keepdim=True) / count
+        normed = ((grouped - mean) * torch.rsqrt(variance + self.eps)).reshape(batch, channels, length)
+        normed = normed.to(hidden_states.dtype)
+        if self.affine:
+            normed = normed * self.weight[:, None] + self.bias[:, None]
+        return normed
+
+
+class OmniAudioConvLayer(nn.Module):
+    """Strided convolution -> masked GroupNorm -> SiLU, mapping `L` steps to exactly `L // stride`.
+
+    The input is padded by `(kernel - 1) // 2` zeros on the left and `kernel - stride - (kernel - 1) // 2` on the
+    right, so every output frame is centred on its input window and the output length is `L // stride`.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, num_groups: int, eps: float
+    ):
+        super().__init__()
+        self.stride = stride
+        left = (kernel_size - 1) // 2
+        self.padding = (left, kernel_size - stride - left)
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride)
+        self.norm = OmniMaskedGroupNorm(num_groups, out_channels, eps=eps)
+        self.activation = nn.SiLU()
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`hidden_states [B, C_in, L]` (zero beyond each item's length), `mask [B, 1, L // stride]` of the output."""
+        hidden_states = self.conv(nn.functional.pad(hidden_states, self.padding))
+        hidden_states = self.activation(self.norm(hidden_states, mask))
+        return hidden_states if mask is None else hidden_states * mask
+
+
+class OmniAudioResidualVectorQuantizer(nn.Module):
+    """Residual vector quantisation with `num_codebooks` stages of `codebook_size` entries.
+
+    Stage `i` picks the entry nearest (Euclidean) to the residual left by the stages before it; the quantised features
+    are the sum of the picked entries. Gradients reach the encoder through the straight-through estimator and the
+    commitment term, and the codebooks through the codebook term of the loss.
+    """
+
+    def __init__(self, config: OmniAudioConfig):
+        super().__init__()
+        self.commitment_cost = config.commitment_cost
+        self.codebooks = nn.ModuleList(
+            [nn.Embedding(config.codebook_size, config.hidden_size) for _ in range(config.num_codebooks)]
+        )
+
+    def forward(
+        self, features: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.LongTensor, torch.Tensor]:
+        """
+        Args:
+            features: `[B, T, D]` continuous features.
+            frame_mask: `[B, T]` boolean, True on valid frames.
+
+        Returns:
+            `(quantised features [B, T, D]` (straight-through; zero at padded frames), `codes [B, T, num_codebooks]`
+            (-1 at padded frames), `loss` (scalar))`.
+        """
+        valid = frame_mask
+        if valid is None:
+            valid = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        weights = valid.to(torch.float32).unsqueeze(-1)
+        denominator = weights.sum().clamp(min=1) * features.shape[-1]
+
+        residual = features.float()
+        quantized = torch.zeros_like(residual)
+        loss = features.new_zeros((), dtype=torch.float32)
+        codes = []
+        for codebook in self.codebooks:
+            entries = codebook.weight.float()
+            # argmin ||r - e||^2 = argmin (||e||^2 - 2 r.e), computed as one matmul for all frames
+            distances = entries.square().sum(-1) - 2 * residual @ entries.T
+            indices = distances.argmin(dim=-1)
+            selected = nn.functional.embedding(indices, entries)
+            codebook_loss = ((selected - residual.detach()).square() * weights).sum() / denominator
+            commitment_loss = ((residual - selected.detach()).square() * weights).sum() / denominator
+            loss = loss + codebook_loss + self.commitment_cost * commitment_loss
+            quantized = quantized + selected
+            residual = residual - selected.detach()
+            codes.append(indices)
+
+        codes = torch.stack(codes, dim=-1).masked_fill(~valid.unsqueeze(-1), -1)
+        quantized = (quantized * weights).to(features.dtype)
+        # straight-through: the value of `quantized`, the gradient of the identity
+        return features + (quantized - features).detach(), codes, loss
+
+    def decode(self, codes: torch.LongTensor) -> torch.Tensor:
+        """`codes [B, T, num_codebooks]` -> quantised features `[B, T, D]`: the sum of the selected entries of every
+        codebook (zero where codes are -1)."""
+        if codes.shape[-1] != len(self.codebooks):
+            raise ValueError(
+                f"Expected codes with {len(self.codebooks)} codebooks in the last dim, got {tuple(codes.shape)}."
+            )
+        valid = codes >= 0
+        quantized = 0
+        for stage, codebook in enumerate(self.codebooks):
+            selected = codebook(codes[..., stage].clamp(min=0))
+            quantized = quantized + selected * valid[..., stage, None].to(selected.dtype)
+        return quantized
+
+
+class OmniAudioWaveformTokenizer(nn.Module):
+    """Raw waveform -> frame features: strided convolutions (64× downsampling by default), a projection to the model
+    width and optional residual vector quantisation."""
+
+    def __init__(self, config: OmniAudioConfig):
+        super().__init__()
+        in_channels = [1] + config.tokenizer_channels[:-1]
+        self.conv_layers = nn.ModuleList(
+            [
+                OmniAudioConvLayer(c_in, c_out, kernel, stride, config.tokenizer_norm_groups, config.layer_norm_eps)
+                for c_in, c_out, kernel, stride in zip(
+                    in_channels, config.tokenizer_channels, config.tokenizer_kernel_sizes, config.tokenizer_strides
+                )
+            ]
+        )
+        self.output_proj = nn.Linear(config.tokenizer_channels[-1], config.hidden_size)
+        self.quantizer = OmniAudioResidualVectorQuantizer(config) if config.use_quantizer else None
+
+    def forward(
+        self, input_values: torch.Tensor, sample_lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.LongTensor | None, torch.Tensor | None]:
+        """
+        Args:
+            input_values: `[B, S]` waveforms.
+            sample_lengths: `[B]` valid samples per clip (None: all valid).
+
+        Returns:
+            `(features [B, S // 64, D], frame mask [B, S // 64] or None, codes or None, quantiser loss or None)`.
+        """
+        hidden_states = input_values[:, None]
+        lengths = sample_lengths
+        mask = None
+        if lengths is not None:
+            hidden_states = hidden_states * lengths_to_mask(lengths, hidden_states.shape[-1])[:, None]
+        for layer in self.conv_layers:
+            if lengths is not None:
+                lengths = audio_frame_lengths(lengths, layer.stride)
+                mask = lengths_to_mask(lengths, hidden_states.shape[-1] // layer.stride)[:, None]
+            hidden_states = layer(hidden_states, mask.to(hidden_states.dtype) if mask is not None else None)
+        features = self.output_proj(hidden_states.transpose(1, 2))
+        frame_mask = None if mask is None else mask[:, 0]
+        if frame_mask is not None:
+            features = features * frame_mask[..., None].to(features.dtype)
+        if self.quantizer is None:
+            return features, frame_mask, None, None
+        features, codes, loss = self.quantizer(features, frame_mask)
+        return features, frame_mask, codes, loss
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Conformer
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class OmniAudioConvModule(nn.Module):
+    """Conformer convolution module: LayerNorm -> pointwise conv (2D) + GLU -> depthwise conv -> LayerNorm -> SiLU ->
+    pointwise conv.
+
+    The norm after the depthwise convolution normalises each frame over channels (the original Conformer's BatchNorm
+    would mix the statistics of padded frames and of other clips in the batch during training). Padded frames are
+    zeroed before the depthwise convolution, so they read exactly like the convolution's own zero padding.
+    """
+
+    def __init__(self, config: OmniAudioConfig):
+        super().__init__()
+        hidden_size = config.hidden_size
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.pointwise_conv1 = nn.Conv1d(hidden_size, 2 * hidden_size, kernel_size=1)
+        self.glu = nn.GLU(dim=1)
+        self.depthwise_conv = nn.Conv1d(
+            hidden_size,
+            hidden_size,
+            config.conv_kernel_size,
+            padding=(config.conv_kernel_size - 1) // 2,
+            groups=hidden_size,
+        )
+        self.norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.activation = nn.SiLU()
+        self.pointwise_conv2 = nn.Conv1d(hidden_size, hidden_size, kernel_size=1)
+
+    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`hidden_states [B, T, D]`, `frame_mask [B, T, 1]` (1 = valid) -> `[B, T, D]`."""
+        hidden_states = self.glu(self.pointwise_conv1(self.layer_norm(hidden_states).transpose(1, 2)))
+        if frame_mask is not None:
+            hidden_states = hidden_states * frame_mask.transpose(1, 2)
+        hidden_states = self.depthwise_conv(hidden_states).transpose(1, 2)
+        hidden_states = self.activation(self.norm(hidden_states)).transpose(1, 2)
+        return self.pointwise_conv2(hidden_states).transpose(1, 2)
+
+
+class OmniAudioConformerBlock(GradientCheckpointingLayer):
+    """Macaron Conformer block with rotary multi-head latent attention (all modules pre-norm, residual):
+
+    `x + ½·FFN(x)` -> `+ RMLA` -> `+ ConvModule` -> `+ ½·FFN` -> LayerNorm.
+    """
+
+    def __init__(self, config: OmniAudioConfig, layer_idx: int):
+        super().__init__()
+        hidden_size = config.hidden_size
+        self.ff1_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.ff1 = OmniMLP(hidden_size, config.intermediate_size, config.hidden_act)
+        self.attn_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.attn = OmniLatentAttention(
+            config,
+            hidden_size,
+            num_heads=config.num_attention_heads,
+            num_key_value_heads=config.num_key_value_heads,
+            kv_lora_rank=config.kv_lora_rank,
+            qk_head_dim=config.head_dim,
+            qk_rope_head_dim=config.qk_rope_head_dim,
+            v_head_dim=config.head_dim,
+            attention_dropout=config.attention_dropout,
+            layer_idx=layer_idx,
+            eps=config.layer_norm_eps,
+        )
+        self.conv = OmniAudioConvModule(config)
+        self.ff2_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.ff2 = OmniMLP(hidden_size, config.intermediate_size, config.hidden_act)
+        self.final_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        cache: OmniLatentCache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            hidden_states: `[B, T, D]`.
+            position_embeddings: `(cos, sin)` `[T, qk_rope_head_dim]` of the frame positions.
+            attention_mask: padding mask over the `T` keys in the attention implementation's format.
+            frame_mask: `[B, T, 1]` 1 on valid frames (None: all valid); padded frames are zero on output.
+            cache: an [`OmniLatentCache`] that records this layer's K/V latents.
+
+        Returns:
+            `(hidden_states [B, T, D], attention weights [B, H, T, T] or None)`.
+        """
+        hidden_states = hidden_states + 0.5 * self.dropout(self.ff1(self.ff1_norm(hidden_states)))
+        attn_output, attn_weights = self.attn(
+            self.attn_norm(hidden_states), position_embeddings, attention_mask=attention_mask, cache=cache, **kwargs
+        )
+        hidden_states = hidden_states + self.dropout(attn_output)
+        hidden_states = hidden_states + self.dropout(self.conv(hidden_states, frame_mask))
+        hidden_states = hidden_states + 0.5 * self.dropout(self.ff2(self.ff2_norm(hidden_states)))
+        hidden_states = self.final_norm(hidden_states)
+        if frame_mask is not None:
+            hidden_states = hidden_states * frame_mask
+        return hidden_states, attn_weights
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Speaker encoder
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class OmniAudioSpeakerConvLayer(nn.Module):
+    """Convolution over mel frames -> ReLU -> per-frame LayerNorm over channels (no statistics over time)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, eps: float):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=(kernel_size - 1) // 2)
+        self.activation = nn.ReLU()
+        self.norm = nn.LayerNorm(out_channels, eps=eps)
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`hidden_states [B, C_in, F]`, `mask [B, 1, F]` -> `[B, C_out, F]`, zero at padded frames."""
+        if mask is not None:
+            hidden_states = hidden_states * mask
+        hidden_states = self.activation(self.conv(hidden_states))
+        hidden_states = self.norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        return hidden_states if mask is None else hidden_states * mask
+
+
+def reverse_within_lengths(hidden_states: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Reverse each row of `hidden_states [B, T, C]` over its first `lengths[b]` steps, leaving the padding in place
+    (its own inverse). Without lengths, a plain flip over time."""
+    if lengths is None:
+        return hidden_states.flip(1)
+    steps = torch.arange(hidden_states.shape[1], device=hidden_states.device)
+    index = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    return hidden_states.gather(1, index[..., None].expand_as(hidden_states))
+
+
+class OmniAudioBidirectionalLSTM(nn.Module):
+    """Stacked bidirectional LSTM over padded sequences, without packing.
+
+    Every layer runs one LSTM per direction; the backward one reads each sequence reversed within its own length, so
+    it starts at the sequence's last valid step and padding (kept at the end) never reaches valid outputs. Unlike
+    `pack_padded_sequence`, this needs no device-to-host copy of the lengths and compiles with `torch.compile(...,
+    fullgraph=True)` (dynamo traces LSTMs once `torch._dynamo.config.allow_rnn = True`).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int):
+        super().__init__()
+        sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
+        self.forward_layers = nn.ModuleList([nn.LSTM(size, hidden_size, batch_first=True) for size in sizes])
+        self.backward_layers = nn.ModuleList([nn.LSTM(size, hidden_size, batch_first=True) for size in sizes])
+
+    def forward(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`hidden_states [B, T, C]`, `lengths [B]` (None: all valid) -> `[B, T, 2 * hidden_size]`, valid steps
+        equal to those of each sequence alone."""
+        for forward_layer, backward_layer in zip(self.forward_layers, self.backward_layers):
+            forward_output, _ = forward_layer(hidden_states)
+            backward_output, _ = backward_layer(reverse_within_lengths(hidden_states, lengths))
+            hidden_states = torch.cat([forward_output, reverse_within_lengths(backward_output, lengths)], dim=-1)
+        return hidden_states
+
+
+class OmniAudioSpeakerEncoder(nn.Module):
+    """Zero-shot speaker encoder: log-mel frames of a reference -> convolutions -> bidirectional LSTM -> attentive
+    pooling -> projection -> L2-normalised embedding.
+
+    Padded frames never reach the result: the convolutions see zeros there, the LSTM's backward direction starts at
+    each clip's own last frame and the pooling weights of padded frames are zero.
+    """
+
+    def __init__(self, config: OmniAudioConfig):
+        super().__init__()
+        hidden_size = config.speaker_hidden_size
+        self.num_mel_bins = config.speaker_num_mel_bins
+        self.frame_encoder = nn.ModuleList(
+            [
+                OmniAudioSpeakerConvLayer(
+                    config.speaker_num_mel_bins if index == 0 else hidden_size,
+                    hidden_size,
+                    config.speaker_conv_kernel_size,
+                    config.layer_norm_eps,
+                )
+                for index in range(config.speaker_num_conv_layers)
+            ]
+        )
+        self.lstm = OmniAudioBidirectionalLSTM(hidden_size, hidden_size, config.speaker_num_lstm_layers)
+        self.attention = nn.Sequential(nn.Linear(2 * hidden_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
+        self.output_proj = nn.Linear(2 * hidden_size, config.speaker_embedding_size)
+
+    def forward(
+        self, speaker_features: torch.Tensor, speaker_attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """
+        Args:
+            speaker_features: `[B, F, num_mel_bins]` log-mel frames of the reference audio.
+            speaker_attention_mask: `[B, F]`, 1 on valid frames (a prefix of each row).
+
+        Returns:
+            `[B, speaker_embedding_size]` L2-normalised speaker embeddings.
+        """
+        batch, num_frames, _ = speaker_features.shape
+        dtype = self.output_proj.weight.dtype
+        hidden_states = speaker_features.to(dtype).transpose(1, 2)
+        lengths = mask = conv_mask = None
+        if speaker_attention_mask is not None:
+            lengths = speaker_attention_mask.sum(-1).long()
+            mask = lengths_to_mask(lengths, num_frames)
+            conv_mask = mask[:, None].to(dtype)
+        for layer in self.frame_encoder:
+            hidden_states = layer(hidden_states, conv_mask)
+        hidden_states = self.lstm(hidden_states.transpose(1, 2), lengths)
+
+        scores = self.attention(hidden_states).squeeze(-1).float()
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = scores.softmax(dim=-1).to(hidden_states.dtype)
+        pooled = torch.bmm(weights[:, None], hidden_states).squeeze(1)
+        return nn.functional.normalize(self.output_proj(pooled).float(), dim=-1).to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class OmniAudioPreTrainedModel(PreTrainedModel):
+    config: OmniAudioConfig
+    config_class = OmniAudioConfig
+    base_model_prefix = "model"
+    main_input_name = "input_values"
+    input_modalities = ("audio",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["OmniAudioConformerBlock", "OmniAudioSpeakerEncoder"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    # The heads average their losses themselves: Trainer must not pass `num_items_in_batch` and should scale the loss
+    # for gradient accumulation.
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv1d):
+            init.kaiming_normal_(module.weight)
+            if module.bias is not None:
+                fan_in = module.in_channels // module.groups * module.kernel_size[0]
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, a=-bound, b=bound)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):  # the quantiser's codebooks
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LSTM):
+            bound = 1 / math.sqrt(module.hidden_size)
+            for parameter in module.parameters():
+                init.uniform_(parameter, a=-bound, b=bound)
+
+    def _get_feat_extract_output_lengths(self, input_lengths: torch.LongTensor | int) -> torch.LongTensor | int:
+        """Frames the encoder gives for `input_lengths` samples: `input_lengths // config.inputs_to_logits_ratio`
+        (see [`audio_frame_lengths`])."""
+        return audio_frame_lengths(input_lengths, self.config.inputs_to_logits_ratio)
+
+
+class OmniAudioModel(OmniAudioPreTrainedModel):
+    """
+    The audio encoder: 16 kHz `input_values [B, S]` -> waveform tokenizer (`S // 64` frames, optionally residual
+    quantised) -> Conformer blocks with rotary multi-head latent attention -> `last_hidden_state [B, S // 64, D]`, and,
+    given the log-mel frames of a reference, the speaker encoder's L2-normalised `speaker_embeddings [B, E]`.
+
+    Padded batches give on every clip's valid frames the features of the clip alone (pass the `attention_mask` the
+    feature extractor returns; right padding).
+    """
+
+    def __init__(self, config: OmniAudioConfig):
+        super().__init__(config)
+        self.waveform_tokenizer = OmniAudioWaveformTokenizer(config)
+        self.rotary_emb = OmniRotaryEmbedding(config.qk_rope_head_dim, num_axes=1, theta=config.rope_theta)
+        self.conformer_blocks = nn.ModuleList(
+            [OmniAudioConformerBlock(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+        )
+        self.speaker_encoder = OmniAudioSpeakerEncoder(config) if config.use_speaker_encoder else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.waveform_tokenizer.conv_layers[0].conv
+
+    def _sample_lengths(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Validate the waveform batch and return the valid samples per clip (None when nothing is padded)."""
+        if input_values.dim() != 2:
+            raise ValueError(
+                "input_values must have shape [batch, samples] (or [batch, 1, samples]), got "
+                f"{tuple(input_values.shape)}."
+            )
+        samples_per_frame = self.config.inputs_to_logits_ratio
+        if input_values.shape[-1] < samples_per_frame:
+            raise ValueError(
+                f"Audio of {input_values.shape[-1]} samples is shorter than one encoder frame ({samples_per_frame} "
+                "samples)."
+            )
+        if attention_mask is None:
+            return None
+        if attention_mask.shape != input_values.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(input_values.shape)} (one "
+                "entry per sample)."
+            )
+        lengths = attention_mask.sum(-1).long()
+        if not torch.compiler.is_compiling():
+            if not torch.equal(attention_mask.bool(), lengths_to_mask(lengths, attention_mask.shape[-1])):
+                raise ValueError(
+                    "attention_mask must mark a prefix of each row as valid (right padding); got a mask with holes or "
+                    "left padding."
+                )
+            if bool((lengths < samples_per_frame).any()):
+                raise ValueError(
+                    f"Clip lengths {lengths.tolist()} (samples): every clip needs at least one encoder frame "
+                    f"({samples_per_frame} samples)."
+                )
+        return lengths
+
+    def get_speaker_embeddings(
+        self, speaker_features: torch.Tensor, speaker_attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Embed reference audio alone (for zero-shot voice cloning).
+
+        Args:
+            speaker_features (`torch.FloatTensor` of shape `(batch_size, num_mel_frames, speaker_num_mel_bins)`):
+                Log-mel frames of the reference, the `speaker_features` of [`OmniAudioFeatureExtractor`] called with
+                `return_speaker_features=True`.
+            speaker_attention_mask (`torch.LongTensor` of shape `(batch_size, num_mel_frames)`, *optional*):
+                1 on valid frames (the extractor's `speaker_attention_mask`).
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, speaker_embedding_size)`, L2-normalised: the
+            `speaker_embeddings` the audio decoder takes.
+        """
+        if self.speaker_encoder is None:
+            raise ValueError("This model has no speaker encoder (config.use_speaker_encoder=False).")
+        if speaker_features.dim() != 3 or speaker_features.shape[-1] != self.config.speaker_num_mel_bins:
+            raise ValueError(
+                f"speaker_features must have shape [batch, frames, {self.config.speaker_num_mel_bins}], got "
+                f"{tuple(speaker_features.shape)}."
+            )
+        if speaker_features.shape[1] == 0:
+            raise ValueError("speaker_features has no frames.")
+        if speaker_attention_mask is not None:
+            if speaker_attention_mask.shape != speaker_features.shape[:2]:
+                raise ValueError(
+                    f"speaker_attention_mask has shape {tuple(speaker_attention_mask.shape)}, expected "
+                    f"{tuple(speaker_features.shape[:2])}."
+                )
+            if not torch.compiler.is_compiling() and bool((speaker_attention_mask.sum(-1) == 0).any()):
+                raise ValueError("Every reference needs at least one valid mel frame in speaker_attention_mask.")
+        return self.speaker_encoder(speaker_features, speaker_attention_mask)
+
+    def decode_audio_codes(self, audio_codes: torch.LongTensor) -> torch.Tensor:
+        """Residual quantisation codes `[B, T, num_codebooks]` -> the quantised features `[B, T, hidden_size]` the
+        Conformer sees (the sum of the selected codebook entries; frames coded -1 give zeros)."""
+        if self.waveform_tokenizer.quantizer is None:
+            raise ValueError("This model has no quantizer (config.use_quantizer=False).")
+        return self.waveform_tokenizer.quantizer.decode(audio_codes)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        speaker_features: torch.Tensor | None = None,
+        speaker_attention_mask: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        cache: OmniLatentCache | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> OmniAudioModelOutput | tuple:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch_size, num_samples)`):
+                16 kHz mono waveforms, e.g. from [`OmniAudioFeatureExtractor`] (`(batch_size, 1, num_samples)` is
+                accepted too). At least `config.inputs_to_logits_ratio` (64) samples.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, num_samples)`, *optional*):
+                1 on the valid samples of each clip, 0 on right padding.
+            speaker_features (`torch.FloatTensor` of shape `(batch_size, num_mel_frames, speaker_num_mel_bins)`):
+                Log-mel frames of reference audio for the speaker encoder; `speaker_embeddings` are returned then.
+            speaker_attention_mask (`torch.LongTensor` of shape `(batch_size, num_mel_frames)`, *optional*):
+                1 on the valid mel frames.
+            use_cache (`bool`, *optional*):
+                Return the attention layers' compressed K/V as `cache` (an [`OmniLatentCache`]): per layer and frame,
+                the normalised latent and the rotary key (`kv_lora_rank + qk_rope_head_dim` values), from which
+                [`OmniLatentAttention.expand`] rebuilds the keys and values, e.g. for a decoder to reuse.
+            cache (`OmniLatentCache`, *optional*):
+                An empty cache to fill (one is created when `use_cache=True`). The encoder is bidirectional, so it does
+                not attend to earlier segments: a non-empty cache is an error.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from omni_encoders import OmniAudioConfig, OmniAudioModel
+        >>> model = OmniAudioModel(OmniAudioConfig())
+        >>> outputs = model(torch.randn(1, 16000))
+        >>> outputs.last_hidden_state.shape  # 16000 // 64 = 250 frames
+        torch.Size([1, 250, 1024])
+        ```
+        """
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if cache is not None:
+            use_cache = True
+            if len(cache) > 0:
+                raise ValueError(
+                    "OmniAudioModel fills an empty OmniLatentCache with the K/V latents of this input; it does not "
+                    f"attend to a previous segment, but the given cache already holds {len(cache)} layers."
+                )
+        elif use_cache:
+            cache = OmniLatentCache()
+
+        if input_values.dim() == 3 and input_values.shape[1] == 1:
+            input_values = input_values[:, 0]
+        sample_lengths = self._sample_lengths(input_values, attention_mask)
+        input_values = input_values.to(self.waveform_tokenizer.output_proj.weight.dtype)
+
+        hidden_states, frame_mask, audio_codes, commitment_loss = self.waveform_tokenizer(input_values, sample_lengths)
+        num_frames = hidden_states.shape[1]
+        position_embeddings = self.rotary_emb(torch.arange(num_frames, device=hidden_states.device))
+        attention_mask = create_bidirectional_mask(self.config, hidden_states, frame_mask)
+        frame_scale = None if frame_mask is None else frame_mask[..., None].to(hidden_states.dtype)
+
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for block in self.conformer_blocks:
+            hidden_states, attn_weights = block(
+                hidden_states,
+                position_embeddings,
+                attention_mask=attention_mask,
+                frame_mask=frame_scale,
+                cache=cache,
+                **kwargs,
+            )
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+
+        speaker_embeddings = None
+        if speaker_features is not None:
+            speaker_embeddings = self.get_speaker_embeddings(speaker_features, speaker_attention_mask)
+
+        if frame_mask is None:
+            frame_mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
+        output = OmniAudioModelOutput(
+            last_hidden_state=hidden_states,
+            pooler_output=masked_mean(hidden_states, frame_mask),
+            frame_mask=frame_mask.long(),
+            audio_codes=audio_codes,
+            commitment_loss=commitment_loss,
+            speaker_embeddings=speaker_embeddings,
+            cache=cache,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class OmniAudioForCTC(OmniAudioPreTrainedModel):
+    """[`OmniAudioModel`] with a linear layer over the frame features for CTC speech recognition over a character
+    vocabulary (`Wav2Vec2CTCTokenizer`; the blank is the pad token). `pipeline("automatic-speech-recognition")`
+    decodes it greedily."""
+
+    def __init__(self, config: OmniAudioConfig):
+        super().__init__(config)
+        self.model = OmniAudioModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> OmniAudioCTCOutput | tuple:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch_size, num_samples)`):
+                16 kHz mono waveforms.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, num_samples)`, *optional*):
+                1 on valid samples, 0 on right padding.
+            labels (`torch.LongTensor` of shape `(batch_size, target_length)`, *optional*):
+                Character ids of the transcripts, padded with -100 (or the blank); gives the CTC loss. A transcript
+                may not be longer than its clip's frame count.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if labels is not None and labels.numel() > 0 and int(labels.max()) >= self.config.vocab_size:
+            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
+        outputs = self.model(
+            input_values,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.lm_head(self.dropout(outputs.last_hidden_state))
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits,
+                labels=labels,
+                logit_lengths=outputs.frame_mask.sum(-1),
+                blank_token_id=self.config.pad_token_id,
+                reduction=self.config.ctc_loss_reduction,
+                zero_infinity=self.config.ctc_zero_infinity,
+            )
+            if outputs.commitment_loss is not None:
+                loss = loss + outputs.commitment_loss
+        output = OmniAudioCTCOutput(
+            loss=loss,
+            logits=logits,
+            aux_loss=outputs.commitment_loss,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class OmniAudioForAudioClassification(OmniAudioPreTrainedModel):
+    """[`OmniAudioModel`] with a linear classifier on the mean of each clip's valid frames (padding-invariant)."""
+
+    def __init__(self, config: OmniAudioConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = OmniAudioModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> OmniClassifierOutput | tuple:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch_size, num_samples)`):
+                16 kHz mono waveforms.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, num_samples)`, *optional*):
+                1 on valid samples, 0 on right padding.
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Class indices in `[0, num_labels)` (float targets for regression or multi-label problems); the loss
+                follows `config.problem_type` as in transformers' classifiers, plus the quantiser loss when
+                `config.use_quantizer`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.model(
+            input_values,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config)
+            if outputs.commitment_loss is not None:
+                loss = loss + outputs.commitment_loss
+        output = OmniClassifierOutput(
+            loss=loss,
+            logits=logits,
+            pooler_output=outputs.pooler_output,
+            aux_loss=outputs.commitment_loss,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+OmniAudioModel.register_for_auto_class("AutoModel")
+OmniAudioForCTC.register_for_auto_class("AutoModelForCTC")
+OmniAudioForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+
+__all__ = [
+    "OmniAudioCTCOutput",
+    "OmniAudioForAudioClassification",
+    "OmniAudioForCTC",
+    "OmniAudioModel",
+    "OmniAudioModelOutput",
+    "OmniAudioPreTrainedModel",
+]

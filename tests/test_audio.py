@@ -1,0 +1,778 @@
+"""The audio encoder: config, waveform tokenizer + RVQ, RMLA Conformer, speaker encoder, heads, feature extractor,
+processor, Auto classes, pipelines on real (espeak-ng) speech, and remote code."""
+
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoModelForCTC,
+    AutoProcessor,
+    pipeline,
+)
+
+from helpers import max_abs_diff, run_without_package
+from omni_encoders import (
+    OmniAudioConfig,
+    OmniAudioFeatureExtractor,
+    OmniAudioForAudioClassification,
+    OmniAudioForCTC,
+    OmniAudioModel,
+    OmniAudioProcessor,
+    audio_frame_lengths,
+)
+from omni_encoders.modeling_omni_common import OmniLatentCache
+
+
+def tiny_audio_config(**overrides):
+    kwargs = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "kv_lora_rank": 8,
+        "qk_rope_head_dim": 4,
+        "intermediate_size": 64,
+        "conv_kernel_size": 7,
+        "tokenizer_channels": [8, 8, 16, 16, 32, 32],
+        "tokenizer_norm_groups": 4,
+        "hidden_dropout": 0.0,
+        "num_codebooks": 3,
+        "codebook_size": 16,
+        "speaker_hidden_size": 16,
+        "speaker_embedding_size": 12,
+        "speaker_num_conv_layers": 2,
+        "speaker_num_lstm_layers": 2,
+        **overrides,
+    }
+    return OmniAudioConfig(**kwargs)
+
+
+def padded_batch(lengths, seed=0):
+    """Random clips of the given lengths, right-padded with noise (the mask must hide it), and each clip alone."""
+    generator = torch.Generator().manual_seed(seed)
+    clips = [torch.randn(length, generator=generator) for length in lengths]
+    batch = torch.randn(len(lengths), max(lengths), generator=generator)  # garbage in the padding
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for index, clip in enumerate(clips):
+        batch[index, : len(clip)] = clip
+        mask[index, : len(clip)] = 1
+    return batch, mask, clips
+
+
+# ----------------------------------------------------------------------------------------------------- real speech
+
+requires_speech_tools = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None,
+    reason="needs espeak-ng and ffmpeg (scripts/setup.sh installs them)",
+)
+
+
+def espeak(text: str, path, pitch: int = 50, rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Synthesise `text` with espeak-ng (22.05 kHz) into `path`, resampled to `rate` when given; returns the audio."""
+    subprocess.run(["espeak-ng", "-p", str(pitch), "-w", str(path), text], check=True, capture_output=True)
+    audio, sampling_rate = soundfile.read(path, dtype="float32")
+    if rate is not None and rate != sampling_rate:
+        import soxr
+
+        audio = soxr.resample(audio, sampling_rate, rate).astype(np.float32)
+        soundfile.write(path, audio, rate, subtype="PCM_16")
+        audio, sampling_rate = soundfile.read(path, dtype="float32")
+    return audio, sampling_rate
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng (scripts/setup.sh installs it)")
+    folder = tmp_path_factory.mktemp("speech")
+    return {
+        "hello": espeak("hello world", folder / "hello.wav"),
+        "hello_path": folder / "hello.wav",
+        "folder": folder,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- config
+
+
+def test_default_config_is_the_spec_full_size():
+    config = OmniAudioConfig()
+    assert config.tokenizer_channels == [32, 64, 128, 256, 512, 1024]
+    assert config.tokenizer_kernel_sizes == [7, 5, 5, 3, 3, 3] and config.tokenizer_strides == [2] * 6
+    assert config.inputs_to_logits_ratio == 64  # 250 frames/s at 16 kHz
+    assert (config.num_codebooks, config.codebook_size) == (8, 1024)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (1024, 6, 8)
+    assert (config.kv_lora_rank, config.conv_kernel_size, config.head_dim) == (256, 31, 128)
+    assert (config.speaker_num_mel_bins, config.speaker_hidden_size, config.speaker_embedding_size) == (80, 256, 256)
+    assert OmniAudioConfig(hidden_size=512).tokenizer_channels[-1] == 512
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_attention_heads": 5}, "divisible by num_attention_heads"),
+        ({"num_key_value_heads": 3}, "divisible by num_key_value_heads"),
+        ({"qk_rope_head_dim": 7}, "qk_rope_head_dim"),
+        ({"qk_rope_head_dim": 16}, "at most head_dim"),
+        ({"tokenizer_strides": [2, 2]}, "equal length"),
+        ({"tokenizer_kernel_sizes": [7, 5, 5, 3, 3, 1]}, "smaller than its stride"),
+        ({"tokenizer_norm_groups": 3}, "not divisible by tokenizer_norm_groups"),
+        ({"use_quantizer": True, "codebook_size": 1}, "quantizer"),
+        ({"conv_kernel_size": 8}, "odd"),
+        ({"speaker_conv_kernel_size": 4}, "speaker_conv_kernel_size"),
+        ({"pad_token_id": 40}, "CTC blank"),
+        ({"ctc_loss_reduction": "max"}, "ctc_loss_reduction"),
+        ({"hidden_dropout": 1.0}, "hidden_dropout"),
+        ({"kv_lora_rank": 0}, "kv_lora_rank must be positive"),
+    ],
+)
+def test_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_audio_config(**kwargs)
+
+
+def test_config_round_trip(tmp_path):
+    config = tiny_audio_config(use_quantizer=True)
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, OmniAudioConfig)
+    assert loaded.to_diff_dict() == config.to_diff_dict()
+
+
+# ----------------------------------------------------------------------------------------------------- frame lengths
+
+
+def test_output_lengths_come_from_one_function():
+    config = tiny_audio_config()
+    model = OmniAudioModel(config).eval()
+    extractor = OmniAudioFeatureExtractor()
+    for num_samples in (64, 127, 128, 1000, 4096):
+        expected = audio_frame_lengths(num_samples, config.inputs_to_logits_ratio)
+        assert expected == num_samples // 64 == model._get_feat_extract_output_lengths(num_samples)
+        inputs = extractor(np.random.randn(num_samples), sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            out = model(**inputs)
+        assert out.last_hidden_state.shape == (1, expected, 32) and out.frame_mask.sum() == expected
+    assert audio_frame_lengths(torch.tensor([16000, 63]), 64).tolist() == [250, 0]
+
+
+# ----------------------------------------------------------------------------------------------------- model
+
+
+def test_outputs_hidden_states_attentions_and_tuples():
+    model = OmniAudioModel(tiny_audio_config(attn_implementation="eager")).eval()
+    x, mask, _ = padded_batch([1000, 700])
+    with torch.no_grad():
+        out = model(x, mask, output_hidden_states=True, output_attentions=True)
+    frames = 1000 // 64
+    assert out.last_hidden_state.shape == (2, frames, 32) and out.pooler_output.shape == (2, 32)
+    assert out.frame_mask.tolist() == [[1] * frames, [1] * (700 // 64) + [0] * (frames - 700 // 64)]
+    assert (out.last_hidden_state[1, 700 // 64 :] == 0).all()  # padded frames are zero
+    assert len(out.hidden_states) == 1 + 2 and len(out.attentions) == 2
+    assert out.attentions[0].shape == (2, 4, frames, frames)
+    assert (out.attentions[0][1, :, :, 700 // 64 :] == 0).all()  # nobody attends to padding
+    assert out.speaker_embeddings is None and out.audio_codes is None and out.cache is None
+    as_tuple = model(x, mask, return_dict=False)
+    assert torch.equal(as_tuple[0], out.last_hidden_state)
+
+
+FRAME_OUTPUTS = ("frames", "codes", "frame_logits")
+
+
+def _clip_outputs(model, input_values, attention_mask, speaker_features=None, speaker_mask=None):
+    """The outputs of any of the three models, by name: per frame (`FRAME_OUTPUTS`) or per clip."""
+    if isinstance(model, OmniAudioModel):
+        out = model(
+            input_values, attention_mask, speaker_features=speaker_features, speaker_attention_mask=speaker_mask
+        )
+        return {
+            "frames": out.last_hidden_state,
+            "codes": out.audio_codes.float(),
+            "pooled": out.pooler_output,
+            "speaker": out.speaker_embeddings,
+        }
+    out = model(input_values, attention_mask)
+    return {"frame_logits" if isinstance(model, OmniAudioForCTC) else "logits": out.logits}
+
+
+def _item(name, value, index, num_samples):
+    """Clip `index` of a batched output: its valid frames for per-frame outputs."""
+    return value[index, : num_samples // 64] if name in FRAME_OUTPUTS else value[index]
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("model_class", [OmniAudioModel, OmniAudioForCTC, OmniAudioForAudioClassification])
+def test_padding_invariance(model_class, mode):
+    """A padded batch gives, on each clip's valid frames, exactly the features of the clip run alone."""
+    torch.manual_seed(0)
+    config = tiny_audio_config(use_quantizer=True, num_labels=3)
+    model = getattr(model_class(config), mode)()
+    lengths = [3000, 1234, 640]
+    x, mask, clips = padded_batch(lengths)
+    mel_frames = [30, 17, 9]
+    mels, mel_mask, mel_clips = padded_batch([f * 80 for f in mel_frames], seed=1)
+    mels = mels.view(3, -1, 80)
+    mel_mask = mel_mask[:, ::80]
+    with torch.no_grad():
+        batched = _clip_outputs(model, x, mask, mels, mel_mask)
+        unmasked = _clip_outputs(model, x, None, mels, None)
+        for index, (clip, length) in enumerate(zip(clips, lengths)):
+            alone = _clip_outputs(model, clip[None], None, mel_clips[index].view(1, -1, 80), None)
+            for name, value in batched.items():
+                assert max_abs_diff(_item(name, value, index, length), alone[name][0]) < 1e-5, (name, index)
+    # The check can fail: without the masks, the padding noise changes the outputs of the shortest clip.
+    name = "speaker" if "speaker" in batched else next(iter(batched))
+    assert max_abs_diff(_item(name, batched[name], 2, lengths[2]), _item(name, unmasked[name], 2, lengths[2])) > 1e-3
+
+
+def test_speaker_encoder_embeds_a_reference_alone():
+    model = OmniAudioModel(tiny_audio_config()).eval()
+    features = torch.randn(2, 25, 80)
+    mask = torch.ones(2, 25, dtype=torch.long)
+    mask[1, 15:] = 0
+    with torch.no_grad():
+        embeddings = model.get_speaker_embeddings(features, mask)
+        full = model(torch.randn(2, 640), speaker_features=features, speaker_attention_mask=mask)
+        alone = model.get_speaker_embeddings(features[1:, :15])
+    assert embeddings.shape == (2, 12)
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.equal(full.speaker_embeddings, embeddings)
+    assert max_abs_diff(alone[0], embeddings[1]) < 1e-5
+    assert max_abs_diff(embeddings[0], embeddings[1]) > 1e-3  # different references, different speakers
+    with pytest.raises(ValueError, match=r"\[batch, frames, 80\]"):
+        model.get_speaker_embeddings(torch.randn(1, 10, 40))
+    with pytest.raises(ValueError, match="at least one valid mel frame"):
+        model.get_speaker_embeddings(features, torch.zeros(2, 25, dtype=torch.long))
+    with pytest.raises(ValueError, match="no speaker encoder"):
+        OmniAudioModel(tiny_audio_config(use_speaker_encoder=False)).get_speaker_embeddings(features)
+
+
+def _rotate(x, positions, theta):
+    """Reference RoPE on the last dim of `x [..., T, d]` for integer `positions [T]`."""
+    dim = x.shape[-1]
+    angles = positions[:, None].float() / theta ** (torch.arange(0, dim, 2).float() / dim)
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    return x * cos + torch.cat([-x[..., dim // 2 :], x[..., : dim // 2]], -1) * sin
+
+
+def test_rmla_caches_only_latents_and_matches_explicit_attention():
+    """Model level: with `use_cache` every attention layer holds `kv_lora_rank + qk_rope_head_dim` values per frame
+    (not the expanded K/V heads), outputs are unchanged, and the attention equals a by-hand computation from them."""
+    config = tiny_audio_config(attn_implementation="eager", num_hidden_layers=2)
+    model = OmniAudioModel(config).eval()
+    x, mask, _ = padded_batch([2000, 1300])
+    block = model.conformer_blocks[1]
+    captured = {}
+    block.attn.register_forward_hook(
+        lambda module, args, kwargs, output: captured.update(hidden=args[0], output=output[0]), with_kwargs=True
+    )
+    with torch.no_grad():
+        plain = model(x, mask)
+        cached = model(x, mask, use_cache=True)
+    assert torch.equal(plain.last_hidden_state, cached.last_hidden_state)
+
+    cache = cached.cache
+    batch, frames = plain.last_hidden_state.shape[:2]
+    per_frame = config.kv_lora_rank + config.qk_rope_head_dim  # 8 + 4
+    assert len(cache) == config.num_hidden_layers and cache.get_seq_length() == frames
+    assert cache.memory_bytes() == config.num_hidden_layers * batch * frames * per_frame * 4
+    expanded = 2 * config.num_key_value_heads * config.head_dim  # what a plain K/V cache would hold: 32
+    assert per_frame < expanded
+
+    # Explicit computation of layer 1's attention from its input.
+    attn, hidden = block.attn, captured["hidden"]
+    r, d_rope, heads, kv_heads, head_dim = 8, 4, 4, 2, 8
+    positions = torch.arange(frames)
+    compressed = hidden @ attn.kv_a_proj.weight.T
+    latent = torch.nn.functional.layer_norm(
+        compressed[..., :r], (r,), attn.kv_a_layernorm.weight, attn.kv_a_layernorm.bias, eps=config.layer_norm_eps
+    )
+    rope_key = _rotate(compressed[..., r:], positions, config.rope_theta)
+    assert max_abs_diff(cache.latents[1], latent) < 1e-5 and max_abs_diff(cache.rope_keys[1], rope_key) < 1e-5
+
+    query = (hidden @ attn.q_proj.weight.T).view(batch, frames, heads, head_dim).transpose(1, 2)
+    nope = head_dim - d_rope
+    query = torch.cat([query[..., :nope], _rotate(query[..., nope:], positions, config.rope_theta)], -1)
+    kv = (latent @ attn.kv_b_proj.weight.T).view(batch, frames, kv_heads, head_dim - d_rope + head_dim)
+    key = torch.cat([kv[..., : head_dim - d_rope], rope_key[:, :, None].expand(-1, -1, kv_heads, -1)], -1)
+    value = kv[..., head_dim - d_rope :]
+    key = key.transpose(1, 2).repeat_interleave(heads // kv_heads, dim=1)
+    value = value.transpose(1, 2).repeat_interleave(heads // kv_heads, dim=1)
+    scores = query @ key.transpose(-1, -2) / math.sqrt(head_dim)
+    valid_keys = cached.frame_mask.bool()[:, None, None, :]
+    probs = scores.masked_fill(~valid_keys, float("-inf")).softmax(-1)
+    expected = (probs @ value).transpose(1, 2).reshape(batch, frames, heads * head_dim) @ attn.o_proj.weight.T
+    assert max_abs_diff(captured["output"], expected) < 1e-5
+
+    with pytest.raises(ValueError, match="does not attend"):
+        model(x, mask, cache=cache)
+
+
+def test_rvq_codes_decode_to_the_quantised_features_and_train_the_encoder():
+    torch.manual_seed(0)
+    model = OmniAudioModel(tiny_audio_config(use_quantizer=True))
+    x, mask, _ = padded_batch([2000, 1000])
+    out = model(x, mask, output_hidden_states=True)
+    codes, quantized = out.audio_codes, out.hidden_states[0]  # hidden_states[0]: what the Conformer sees
+    assert codes.shape == (2, 2000 // 64, 3) and codes.dtype == torch.long
+    valid = out.frame_mask.bool()
+    assert ((codes >= 0) & (codes < 16))[valid].all() and (codes[~valid] == -1).all()
+    decoded = model.decode_audio_codes(codes)
+    assert max_abs_diff(decoded, quantized) < 1e-5
+    assert (decoded[~valid] == 0).all()
+
+    # Each stage picks the entry nearest to the residual left by the stages before it.
+    quantizer = model.waveform_tokenizer.quantizer
+    features = torch.randn(1, 5, 32)
+    _, stage_codes, _ = quantizer(features)
+    residual = features[0]
+    for stage, codebook in enumerate(quantizer.codebooks):
+        nearest = torch.cdist(residual, codebook.weight).argmin(-1)
+        assert torch.equal(stage_codes[0, :, stage], nearest)
+        residual = residual - codebook.weight[nearest]
+
+    # The commitment loss reaches the encoder (tokenizer convolutions) and the codebooks.
+    out.commitment_loss.backward()
+    assert out.commitment_loss.item() > 0
+    assert model.waveform_tokenizer.conv_layers[0].conv.weight.grad.abs().sum() > 0
+    assert model.waveform_tokenizer.output_proj.weight.grad.abs().sum() > 0
+    assert quantizer.codebooks[0].weight.grad.abs().sum() > 0
+    # The straight-through estimator passes the task gradient through the quantiser to the encoder.
+    model.zero_grad()
+    model(x, mask).last_hidden_state.sum().backward()
+    assert model.waveform_tokenizer.output_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="3 codebooks"):
+        model.decode_audio_codes(codes[..., :2])
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = OmniAudioModel(tiny_audio_config())
+    with pytest.raises(ValueError, match="shorter than one encoder frame"):
+        model(torch.randn(1, 63))
+    with pytest.raises(ValueError, match=r"\[batch, samples\]"):
+        model(torch.randn(640))
+    with pytest.raises(ValueError, match="one entry per sample"):
+        model(torch.randn(2, 640), attention_mask=torch.ones(2, 600))
+    left_padded = torch.ones(2, 640, dtype=torch.long)
+    left_padded[1, :100] = 0
+    with pytest.raises(ValueError, match="right padding"):
+        model(torch.randn(2, 640), attention_mask=left_padded)
+    too_short = torch.ones(2, 640, dtype=torch.long)
+    too_short[1, 50:] = 0
+    with pytest.raises(ValueError, match="at least one encoder frame"):
+        model(torch.randn(2, 640), attention_mask=too_short)
+    with pytest.raises(ValueError, match="does not attend"):
+        cache = OmniLatentCache()
+        cache.update(torch.zeros(1, 1, 8), torch.zeros(1, 1, 4), 0)
+        model(torch.randn(1, 640), cache=cache)
+    ctc = OmniAudioForCTC(tiny_audio_config())
+    with pytest.raises(ValueError, match="vocab_size"):
+        ctc(torch.randn(1, 640), labels=torch.tensor([[40]]))
+
+
+@pytest.mark.parametrize("implementation", ["sdpa"])  # flex_attention agrees too, but compiles for ~30 s on CPU
+def test_attention_implementations_agree_with_eager(implementation):
+    torch.manual_seed(0)
+    model = OmniAudioForCTC(tiny_audio_config(attn_implementation="eager")).eval()
+    x, mask, _ = padded_batch([2000, 900])
+    with torch.no_grad():
+        expected = model(x, mask).logits
+        model.set_attn_implementation(implementation)
+        assert model.model.conformer_blocks[0].attn.config._attn_implementation == implementation
+        valid = model.model._get_feat_extract_output_lengths(900)
+        logits = model(x, mask).logits
+    assert max_abs_diff(logits[0], expected[0]) < 1e-4
+    assert max_abs_diff(logits[1, :valid], expected[1, :valid]) < 1e-4
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = OmniAudioForCTC(tiny_audio_config(use_quantizer=True))
+    model.train()
+    x, mask, _ = padded_batch([2000, 1500])
+    labels = torch.tensor([[7, 8, 9, 4, 10], [11, 12, -100, -100, -100]])
+    model(x, mask, labels=labels).loss.backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    assert all(block.gradient_checkpointing for block in model.model.conformer_blocks)
+    model(x, mask, labels=labels).loss.backward()
+    for name, grad in reference.items():
+        assert max_abs_diff(dict(model.named_parameters())[name].grad, grad) < 1e-5, name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_forward_is_finite(dtype):
+    model = OmniAudioModel(tiny_audio_config(use_quantizer=True)).to(dtype).eval()
+    x, mask, _ = padded_batch([3000, 2000])
+    with torch.no_grad():
+        out = model(x.to(dtype), mask, speaker_features=torch.randn(2, 20, 80))
+    assert out.last_hidden_state.dtype == dtype and out.speaker_embeddings.dtype == dtype
+    for tensor in (out.last_hidden_state, out.pooler_output, out.speaker_embeddings, out.commitment_loss):
+        assert torch.isfinite(tensor).all()
+
+
+def test_ctc_loss_uses_the_frame_lengths_and_is_padding_invariant():
+    torch.manual_seed(0)
+    model = OmniAudioForCTC(tiny_audio_config(ctc_loss_reduction="sum")).eval()
+    x, mask, clips = padded_batch([2000, 1300])
+    labels = torch.tensor([[7, 8, 9, 4, 10], [11, 12, -100, -100, -100]])
+    with torch.no_grad():
+        out = model(x, mask, labels=labels)
+        log_probs = out.logits.log_softmax(-1).transpose(0, 1)
+        expected = torch.nn.functional.ctc_loss(
+            log_probs, torch.tensor([7, 8, 9, 4, 10, 11, 12]), torch.tensor([2000 // 64, 1300 // 64]),
+            torch.tensor([5, 2]), blank=0, reduction="sum",
+        )
+        alone = sum(model(clip[None], labels=label[label >= 0][None]).loss for clip, label in zip(clips, labels))
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(alone.item(), rel=1e-4)
+
+
+def test_classification_loss():
+    model = OmniAudioForAudioClassification(tiny_audio_config(num_labels=4))
+    x, mask, _ = padded_batch([2000, 1000, 700, 640])
+    labels = torch.tensor([0, 1, 2, 3])
+    out = model(x, mask, labels=labels)
+    assert out.logits.shape == (4, 4) and out.pooler_output.shape == (4, 32)
+    assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+    quantized = OmniAudioForAudioClassification(tiny_audio_config(num_labels=4, use_quantizer=True))
+    out = quantized(x, mask, labels=labels)
+    assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(out.logits, labels) + out.aux_loss)
+
+
+def test_trainer_trains_the_ctc_head_with_the_processor_as_collator(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    processor = OmniAudioProcessor.from_characters()
+    rng = np.random.RandomState(0)
+    examples = [
+        {
+            "input_values": processor(audio=rng.randn(length), sampling_rate=16000).input_values[0],
+            "labels": processor(text=text).input_ids,
+        }
+        for length, text in [(1500, "ab"), (1000, "c"), (2000, "abc"), (900, "b")]
+    ]
+
+    def collate(batch):
+        return processor.pad(
+            [{"input_values": example["input_values"]} for example in batch],
+            labels=[example["labels"] for example in batch],
+            return_tensors="pt",
+        )
+
+    torch.manual_seed(0)
+    model = OmniAudioForCTC(tiny_audio_config())
+    before = model.lm_head.weight.detach().clone()
+    args = TrainingArguments(
+        str(tmp_path), max_steps=3, per_device_train_batch_size=2, learning_rate=1e-3, report_to=[], use_cpu=True,
+        save_strategy="no", disable_tqdm=True, logging_steps=1,
+    )
+    result = Trainer(model=model, args=args, train_dataset=examples, data_collator=collate).train()
+    assert math.isfinite(result.training_loss)
+    assert max_abs_diff(model.lm_head.weight, before) > 0
+    batch = collate(examples[:2])
+    assert batch["labels"].tolist()[1][1:] == [-100] and batch["attention_mask"].sum(-1).tolist() == [1500, 1000]
+
+
+def test_lora_on_the_documented_projections():
+    from peft import LoraConfig, get_peft_model
+
+    model = OmniAudioForCTC(tiny_audio_config())
+    targets = ["q_proj", "kv_a_proj", "kv_b_proj", "o_proj", "fc1", "fc2"]
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=targets))
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    assert {name.split(".")[-4] for name in trainable} == set(targets)
+    x, mask, _ = padded_batch([1000, 700])
+    peft_model(input_values=x, attention_mask=mask, labels=torch.tensor([[5, 6], [7, -100]])).loss.backward()
+
+
+# ----------------------------------------------------------------------------------------------------- save / load
+
+
+def test_save_load_round_trip_and_auto_classes(tmp_path):
+    model = OmniAudioForCTC(tiny_audio_config(use_quantizer=True)).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = AutoModelForCTC.from_pretrained(tmp_path).eval()
+    assert type(loaded) is OmniAudioForCTC
+    x, mask, _ = padded_batch([1500, 1000])
+    features = torch.randn(2, 12, 80)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, mask).logits, model(x, mask).logits)
+        base = AutoModel.from_pretrained(tmp_path).eval()
+        assert type(base) is OmniAudioModel
+        assert torch.equal(base(x, mask).last_hidden_state, model.model(x, mask).last_hidden_state)
+        assert torch.equal(base.get_speaker_embeddings(features), model.model.get_speaker_embeddings(features))
+    classifier = AutoModelForAudioClassification.from_config(tiny_audio_config(num_labels=2))
+    assert type(classifier) is OmniAudioForAudioClassification
+
+
+# ----------------------------------------------------------------------------------------------------- extractor
+
+
+@pytest.fixture
+def extractor():
+    return OmniAudioFeatureExtractor()
+
+
+@pytest.mark.parametrize(
+    "audio, batch, samples",
+    [
+        (np.random.RandomState(0).randn(1000).astype(np.float32), 1, 1000),
+        (np.random.RandomState(0).randn(1000), 1, 1000),  # float64
+        ([0.1] * 200, 1, 200),
+        (torch.randn(700), 1, 700),
+        ((np.random.RandomState(0).randn(1000) * 3000).astype(np.int16), 1, 1000),
+        (np.random.RandomState(0).randn(3, 500), 3, 500),
+        ([np.zeros(300), np.ones(500)], 2, 500),
+        ([np.random.RandomState(0).randn(2, 800)], 1, 800),  # [channels, samples]
+        ([np.random.RandomState(0).randn(800, 2)], 1, 800),  # [samples, channels] (soundfile)
+        ({"array": np.random.RandomState(0).randn(900), "sampling_rate": 16000}, 1, 900),
+        ([{"array": np.zeros(900), "sampling_rate": 16000}, {"array": np.zeros(400), "sampling_rate": 8000}], 2, 900),
+    ],
+)
+def test_feature_extractor_accepts_common_inputs(extractor, audio, batch, samples):
+    out = extractor(audio, sampling_rate=16000, return_tensors="pt")
+    assert out.input_values.shape == (batch, samples) and out.input_values.dtype == torch.float32
+    assert out.attention_mask.shape == (batch, samples)
+    assert torch.isfinite(out.input_values).all()
+
+
+def test_feature_extractor_mixes_down_and_scales_pcm(extractor):
+    left, right = np.full(500, 0.5, np.float32), np.full(500, -0.1, np.float32)
+    mono = extractor([np.stack([left, right])], sampling_rate=16000, do_normalize=False).input_values[0]
+    assert np.allclose(mono, 0.2)
+    pcm = extractor(np.full(100, 16384, np.int16), sampling_rate=16000, do_normalize=False).input_values[0]
+    assert np.allclose(pcm, 0.5)
+    pcm = extractor(np.full(100, 64, np.uint8), sampling_rate=16000, do_normalize=False).input_values[0]
+    assert np.allclose(pcm, -0.5)
+
+
+def test_feature_extractor_resamples_with_soxr(extractor):
+    rate = 44100
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    values = extractor(tone, sampling_rate=rate, do_normalize=False).input_values[0]
+    assert len(values) == 16000
+    spectrum = np.abs(np.fft.rfft(values))
+    assert np.argmax(spectrum) == pytest.approx(1000, abs=2)  # 1 Hz bins: the tone stays at 1 kHz
+
+
+def test_resampling_without_soxr_names_the_rate(extractor, monkeypatch):
+    monkeypatch.setitem(sys.modules, "soxr", None)
+    with pytest.raises(ValueError, match="44100 Hz"):
+        extractor(np.zeros(4410), sampling_rate=44100)
+    extractor(np.zeros(1600), sampling_rate=16000)  # no resampling needed: fine without soxr
+
+
+def test_feature_extractor_normalises_valid_samples_only(extractor):
+    rng = np.random.RandomState(0)
+    long, short = rng.randn(2000) * 5 + 3, rng.randn(700) * 0.1 - 1
+    batch = extractor([long, short], sampling_rate=16000, return_tensors="np")
+    alone = extractor(short, sampling_rate=16000, return_tensors="np")
+    assert batch.input_values.shape == (2, 2000) and batch.attention_mask[1].sum() == 700
+    assert np.allclose(batch.input_values[1, :700], alone.input_values[0], atol=1e-6)
+    assert (batch.input_values[1, 700:] == 0).all()
+    valid = batch.input_values[1, :700]
+    assert abs(valid.mean()) < 1e-5 and valid.std() == pytest.approx(1, abs=1e-3)
+    raw = extractor(short, sampling_rate=16000, do_normalize=False).input_values[0]
+    assert np.allclose(raw, short.astype(np.float32))
+
+
+def test_feature_extractor_padding_and_truncation(extractor):
+    clips = [np.ones(1000), np.ones(300)]
+    out = extractor(clips, sampling_rate=16000, padding="max_length", max_length=1200, return_tensors="np")
+    assert out.input_values.shape == (2, 1200) and out.attention_mask.sum(-1).tolist() == [1000, 300]
+    out = extractor(
+        clips, sampling_rate=16000, truncation=True, max_length=500, padding="max_length", return_tensors="np"
+    )
+    assert out.input_values.shape == (2, 500) and out.attention_mask.sum(-1).tolist() == [500, 300]
+    out = extractor(clips, sampling_rate=16000, padding=False)
+    assert [len(v) for v in out.input_values] == [1000, 300]
+    out = extractor(clips, sampling_rate=16000, pad_to_multiple_of=64, return_tensors="np")
+    assert out.input_values.shape == (2, 1024)
+    with pytest.raises(ValueError, match="shorter than one encoder frame"):
+        extractor(clips, sampling_rate=16000, truncation=True, max_length=40, padding="max_length")
+
+
+def test_speaker_features_are_batched_and_padding_invariant(extractor):
+    rng = np.random.RandomState(0)
+    clips = [rng.randn(4000).astype(np.float32), rng.randn(1700).astype(np.float32)]
+    batch = extractor(clips, sampling_rate=16000, return_speaker_features=True, return_tensors="pt")
+    assert batch.speaker_features.shape == (2, 4000 // 160, 80)
+    assert batch.speaker_attention_mask.sum(-1).tolist() == [25, 10]
+    alone = extractor(clips[1], sampling_rate=16000, return_speaker_features=True, return_tensors="pt")
+    assert max_abs_diff(batch.speaker_features[1, :10], alone.speaker_features[0]) < 1e-4
+    assert (batch.speaker_features[1, 10:] == 0).all()
+    # the log-mel of the raw clip (not of the normalised one)
+    reference = extractor.speaker_mel(torch.from_numpy(clips[0]))
+    assert max_abs_diff(batch.speaker_features[0], reference) < 1e-5
+    unpadded = extractor(clips, sampling_rate=16000, padding=False, return_speaker_features=True)
+    assert [len(f) for f in unpadded.speaker_features] == [25, 10]
+    assert "speaker_features" not in extractor(clips, sampling_rate=16000)
+    with pytest.raises(ValueError, match="shorter than one speaker mel frame"):
+        extractor(np.zeros(100), sampling_rate=16000, return_speaker_features=True)
+
+
+@pytest.mark.parametrize(
+    "audio, message",
+    [
+        (None, "No audio"),
+        ([], "No audio"),
+        (np.zeros(0), "empty"),
+        ([np.zeros(500), np.zeros(0)], "Clip 1 is empty"),
+        (np.full(500, np.nan), "NaN or infinite"),
+        (np.array([0.0] * 499 + [np.inf]), "NaN or infinite"),
+        (np.zeros(63), "shorter than one encoder frame"),
+        (np.zeros((2, 3, 500)), "shape"),
+        (np.zeros((8000, 2)), r"\[samples, channels\]"),
+        ("speech.wav", "Unsupported audio input"),
+        ({"path": "x.wav"}, "'array'"),
+        (np.array(["a", "b"]), "dtype"),
+        (np.arange(500), "dtype int64"),  # not an audio sample format
+    ],
+)
+def test_feature_extractor_rejects_unusable_input(extractor, audio, message):
+    with pytest.raises(ValueError, match=message):
+        extractor(audio, sampling_rate=16000)
+
+
+def test_feature_extractor_rejects_audio_too_short_after_resampling(extractor):
+    with pytest.raises(ValueError, match="shorter than one encoder frame"):
+        extractor(np.zeros(150), sampling_rate=48000)  # 50 samples at 16 kHz
+    with pytest.raises(ValueError, match="sampling_rate must be a positive integer"):
+        extractor(np.zeros(500), sampling_rate=-5)
+
+
+def test_feature_extractor_and_processor_auto_classes(tmp_path):
+    processor = OmniAudioProcessor.from_characters()
+    processor.save_pretrained(tmp_path)
+    tiny_audio_config().save_pretrained(tmp_path)
+    assert type(AutoFeatureExtractor.from_pretrained(tmp_path)) is OmniAudioFeatureExtractor
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is OmniAudioProcessor
+    assert loaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert loaded.feature_extractor.to_dict() == processor.feature_extractor.to_dict()
+
+
+# ----------------------------------------------------------------------------------------------------- processor
+
+
+def test_processor_tokenizes_transcripts_and_decodes_ctc():
+    processor = OmniAudioProcessor.from_characters()
+    assert len(processor.tokenizer) == 32 == OmniAudioConfig().vocab_size and processor.tokenizer.pad_token_id == 0
+    out = processor(
+        audio=[np.random.randn(1000), np.random.randn(700)], text=["Hello world", "hi"], sampling_rate=16000,
+        return_tensors="pt",
+    )
+    assert set(out) == {"input_values", "attention_mask", "labels"}
+    vocab = processor.tokenizer.get_vocab()
+    expected = [vocab[c] for c in "HELLO|WORLD"]  # case-insensitive; the space is the word delimiter
+    assert out.labels[0].tolist() == expected and out.labels[1].tolist() == [vocab["H"], vocab["I"]] + [-100] * 9
+    # greedy CTC output: repeats collapse, blanks (0) separate and vanish; decoded in lower case
+    h, e, l, o = (vocab[c] for c in "HELO")
+    frames = torch.tensor([[h, h, 0, e, l, 0, l, l, o, 0, vocab["|"], o]])
+    assert processor.batch_decode(frames) == ["hello o"]
+    assert processor(text="abc").input_ids == [vocab["A"], vocab["B"], vocab["C"]]
+    with pytest.raises(ValueError, match="audio"):
+        processor()
+
+
+# ----------------------------------------------------------------------------------------------------- pipelines
+
+
+@requires_speech_tools
+def test_asr_pipeline_transcribes_a_wav_file(tmp_path):
+    """The pipeline reads the file (ffmpeg), runs the feature extractor and the CTC model and decodes greedily: its
+    text equals the processor + model run by hand on the same audio."""
+    torch.manual_seed(0)
+    path = tmp_path / "hello16k.wav"
+    audio, rate = espeak("hello world", path, rate=16000)
+    model = OmniAudioForCTC(tiny_audio_config()).eval()
+    processor = OmniAudioProcessor.from_characters()
+    model.save_pretrained(tmp_path / "asr")
+    processor.save_pretrained(tmp_path / "asr")
+
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "asr"))
+    assert asr.type == "ctc" and type(asr.model) is OmniAudioForCTC
+    text = asr(str(path))["text"]
+    with torch.no_grad():
+        logits = model(**processor(audio=audio, sampling_rate=rate, return_tensors="pt")).logits
+    assert text == processor.batch_decode(logits.argmax(-1))[0]
+    assert len(text) > 0  # an untrained model emits characters, so the comparison is not vacuous
+    chunked = asr(str(path), chunk_length_s=0.5, stride_length_s=0.1, return_timestamps="char")
+    assert isinstance(chunked["text"], str) and "chunks" in chunked
+
+
+@requires_speech_tools
+def test_audio_classification_pipeline_labels_wav_files(tmp_path):
+    """The pipeline reads each file, extracts features and classifies: its labels and scores are those of the model run
+    by hand on the same audio, for two different voices."""
+    torch.manual_seed(0)
+    config = tiny_audio_config(num_labels=3, id2label={0: "low", 1: "mid", 2: "high"})
+    model = OmniAudioForAudioClassification(config).eval()
+    model.save_pretrained(tmp_path / "clf")
+    extractor = OmniAudioFeatureExtractor()
+    extractor.save_pretrained(tmp_path / "clf")
+
+    classifier = pipeline("audio-classification", model=str(tmp_path / "clf"))
+    assert type(classifier.model) is OmniAudioForAudioClassification
+    all_scores = []
+    for pitch in (10, 90):
+        audio, rate = espeak("yes", tmp_path / f"yes_{pitch}.wav", pitch=pitch, rate=16000)
+        predictions = classifier(str(tmp_path / f"yes_{pitch}.wav"))
+        with torch.no_grad():
+            probs = model(**extractor(audio, sampling_rate=rate, return_tensors="pt")).logits.softmax(-1)[0]
+        expected = sorted(zip(probs.tolist(), config.id2label.values()), reverse=True)
+        assert [p["label"] for p in predictions] == [label for _, label in expected]
+        assert [p["score"] for p in predictions] == pytest.approx([score for score, _ in expected], abs=1e-5)
+        all_scores.append(probs)
+    assert max_abs_diff(*all_scores) > 1e-4  # the two voices are told apart, so the comparison is not vacuous
+
+
+# ----------------------------------------------------------------------------------------------------- remote code
+
+
+def test_remote_code_loads_without_the_package(tmp_path, speech):
+    model = OmniAudioForCTC(tiny_audio_config()).eval()
+    processor = OmniAudioProcessor.from_characters()
+    model.save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    audio, rate = speech["hello"]
+    with torch.no_grad():
+        inputs = processor(audio=audio, sampling_rate=rate, return_speaker_features=True, return_tensors="pt")
+        logits = model(inputs.input_values, inputs.attention_mask).logits
+        speaker = model.model.get_speaker_embeddings(inputs.speaker_features, inputs.speaker_attention_mask)
+    result = run_without_package(
+        f"""
+        import json, torch, soundfile
+        from transformers import AutoModelForCTC, AutoProcessor
+        model = AutoModelForCTC.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True)
+        audio, rate = soundfile.read({str(speech["hello_path"])!r}, dtype="float32")
+        inputs = processor(audio=audio, sampling_rate=rate, return_speaker_features=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(inputs.input_values, inputs.attention_mask).logits
+            speaker = model.model.get_speaker_embeddings(inputs.speaker_features, inputs.speaker_attention_mask)
+        print(json.dumps({{"model": type(model).__name__, "processor": type(processor).__name__,
+                          "extractor": type(processor.feature_extractor).__name__,
+                          "logits": logits.tolist(), "speaker": speaker.tolist()}}))
+        """,
+        tmp_path,
+    )
+    assert result["model"] == "OmniAudioForCTC" and result["processor"] == "OmniAudioProcessor"
+    assert result["extractor"] == "OmniAudioFeatureExtractor"
+    assert max_abs_diff(torch.tensor(result["logits"]), logits) < 1e-5
+    assert max_abs_diff(torch.tensor(result["speaker"]), speaker) < 1e-5

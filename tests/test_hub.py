@@ -1,0 +1,434 @@
+"""The Hub: push and pull through huggingface_hub's real client against a Hub-compatible server on 127.0.0.1
+(tests/hub_server.py), complete auto_map in saved checkpoints, and the model cards.
+
+Pushing and pulling run in subprocesses whose environment points the client at the server (`HF_ENDPOINT`), exactly as
+a user's would; the pull without the package runs where `omni_encoders` cannot be imported.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import yaml
+from transformers import AutoModel, AutoModelForImageClassification, PreTrainedConfig
+from transformers.modelcard import TrainingSummary
+
+from helpers import max_abs_diff, run_without_package, tiny_vision_config
+from hub_server import HubServer
+from omni_encoders import OmniVisionForImageClassification, OmniVisionModel
+from omni_encoders.modelcard import MODEL_CARD_SPECS, TEMPLATES_DIR, create_model_card
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "omni_encoders"
+REPO = "org/omni-vision-tiny"
+PLAIN_TRAINER_REPO = "org/omni-vision-trainer-plain"
+OMNI_TRAINER_REPO = "org/omni-vision-trainer"
+TOWER_REPO = "vendor/siglip-tiny"
+CODE_FILES = {"configuration_omni_vision.py", "modeling_omni_vision.py", "modeling_omni_common.py"}
+
+
+def front_matter(readme: str) -> dict:
+    """The YAML metadata of a model card."""
+    assert readme.startswith("---\n"), readme[:200]
+    return yaml.safe_load(readme.split("---\n", 2)[1])
+
+
+# ----------------------------------------------------------------------------------------------------- push / pull
+
+# Runs with the package: pushes a classifier (sharded) and its processor, trains and pushes with a plain Trainer and
+# with OmniTrainer, then pulls everything back by repo id through the client.
+PUSH_AND_PULL = """
+import json, sys
+import PIL.Image, torch
+from torch.utils.data import Dataset
+from transformers import (AutoModel, AutoModelForImageClassification, AutoProcessor, Trainer, TrainingArguments,
+                          pipeline)
+from helpers import tiny_vision_config
+from omni_encoders import OmniTrainer, OmniVisionForImageClassification, OmniVisionImageProcessor
+
+REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, TOWER_REPO, IMAGE, OUT = sys.argv[1:7]
+torch.manual_seed(0)
+config = tiny_vision_config(num_labels=2, id2label={0: "dark", 1: "bright"}, label2id={"dark": 0, "bright": 1})
+model = OmniVisionForImageClassification(config).eval()
+processor = OmniVisionImageProcessor(size={"height": 28, "width": 28})
+processor.push_to_hub(REPO)  # first: the repo gets transformers' placeholder card
+model.push_to_hub(REPO, max_shard_size="40KB")  # replaces the placeholder with the omni_vision card
+
+pixel_values = processor(PIL.Image.open(IMAGE), return_tensors="pt").pixel_values
+with torch.no_grad():
+    logits = model(pixel_values).logits
+    tokens = model.model(pixel_values).last_hidden_state
+
+# ---- pull by repo id (the cache is empty: everything comes through the client)
+classifier = AutoModelForImageClassification.from_pretrained(REPO).eval()
+base = AutoModel.from_pretrained(REPO).eval()
+pulled_processor = AutoProcessor.from_pretrained(REPO)
+with torch.no_grad():
+    pulled_pixels = pulled_processor(PIL.Image.open(IMAGE), return_tensors="pt").pixel_values
+    pulled_logits = classifier(pulled_pixels).logits
+    pulled_tokens = base(pulled_pixels).last_hidden_state
+predictions = pipeline("image-classification", model=REPO)(PIL.Image.open(IMAGE))
+features = pipeline("image-feature-extraction", model=REPO)(PIL.Image.open(IMAGE), return_tensors=True)
+
+# ---- Trainer(push_to_hub=True)
+class Images(Dataset):
+    def __init__(self):
+        generator = torch.Generator().manual_seed(0)
+        self.pixel_values = torch.randn(8, 3, 28, 28, generator=generator)
+        self.labels = (self.pixel_values.mean((1, 2, 3)) > 0).long()
+    def __len__(self):
+        return len(self.labels)
+    def __getitem__(self, i):
+        return {"pixel_values": self.pixel_values[i], "labels": self.labels[i]}
+
+def accuracy(prediction):
+    logits = prediction.predictions[0]  # (logits, pooler_output)
+    return {"accuracy": float((logits.argmax(-1) == prediction.label_ids).mean())}
+
+def train(trainer_class, repo, **kwargs):
+    torch.manual_seed(0)
+    trained = OmniVisionForImageClassification(config)
+    args = TrainingArguments(OUT + "/" + repo.split("/")[1], push_to_hub=True, hub_model_id=repo, max_steps=2,
+                             per_device_train_batch_size=4, learning_rate=1e-3, report_to=[], use_cpu=True,
+                             disable_tqdm=True, logging_steps=1, **kwargs)
+    trainer = trainer_class(model=trained, args=args, train_dataset=Images(), eval_dataset=Images(),
+                            processing_class=processor, compute_metrics=accuracy)
+    trainer.train()
+    metrics = trainer.evaluate()
+    trainer.push_to_hub(dataset_tags="digits", dataset="digits")
+    return trained.eval(), metrics
+
+plain, _ = train(Trainer, PLAIN_TRAINER_REPO, save_strategy="no")
+trained, metrics = train(OmniTrainer, OMNI_TRAINER_REPO, save_strategy="steps", save_steps=1, eval_strategy="steps",
+                         eval_steps=1)
+trained.push_to_hub(OMNI_TRAINER_REPO)  # the repo already has a card (with the training results): it is kept
+with torch.no_grad():
+    trained_logits = trained(pixel_values).logits
+    pulled_trained = AutoModelForImageClassification.from_pretrained(OMNI_TRAINER_REPO).eval()(pixel_values).logits
+
+# ---- a vision tower converted straight from the Hub
+from huggingface_hub import ModelCard
+from transformers import SiglipConfig, SiglipModel
+from omni_encoders.conversion import convert_vision_tower
+
+tiny = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}
+siglip = SiglipModel(SiglipConfig(text_config={**tiny, "vocab_size": 99}, vision_config={**tiny, "image_size": 28,
+                                                                                          "patch_size": 7}))
+siglip.push_to_hub(TOWER_REPO)
+converted, report = convert_vision_tower(TOWER_REPO, OUT + "/converted", num_attention_heads=4, num_tokens=3)
+tower_state = siglip.vision_model.state_dict()
+converted_card = ModelCard.load(OUT + "/converted/README.md")
+
+print(json.dumps({
+    "tower_copied": all(torch.equal(v, tower_state[k]) for k, v in converted.backbone.state_dict().items()),
+    "tower_report_source": report.source, "tower_card_base_model": converted_card.data.base_model,
+    "logits": logits.tolist(), "tokens": tokens.tolist(), "trained_logits": trained_logits.tolist(),
+    "eval_accuracy": metrics["eval_accuracy"],
+    "pulled": {"classifier": type(classifier).__name__, "base": type(base).__name__,
+               "processor": type(pulled_processor).__name__, "logits": pulled_logits.tolist(),
+               "tokens": pulled_tokens.tolist(), "trained_logits": pulled_trained.tolist()},
+    "pipeline": [[p["label"], p["score"]] for p in predictions], "features_shape": list(features.shape),
+}))
+"""
+
+# Runs where omni_encoders cannot be imported: everything through trust_remote_code=True.
+PULL_WITHOUT_PACKAGE = """
+import os
+os.environ.update({env!r})
+import json, PIL.Image, torch
+from huggingface_hub import HfApi
+from transformers import AutoModel, AutoModelForImageClassification, AutoProcessor, pipeline
+
+image = PIL.Image.open({image!r})
+classifier = AutoModelForImageClassification.from_pretrained({repo!r}, trust_remote_code=True).eval()
+base = AutoModel.from_pretrained({repo!r}, trust_remote_code=True).eval()  # the classifier's encoder: full auto_map
+processor = AutoProcessor.from_pretrained({repo!r}, trust_remote_code=True)
+pixel_values = processor(image, return_tensors="pt").pixel_values
+with torch.no_grad():
+    logits, tokens = classifier(pixel_values).logits, base(pixel_values).last_hidden_state
+predictions = pipeline("image-classification", model={repo!r}, trust_remote_code=True)(image)
+features = pipeline("image-feature-extraction", model={repo!r}, trust_remote_code=True)(image, return_tensors=True)
+
+# a checkpoint pushed by OmniTrainer during training (before its final push) loads too
+first_save = {first_save!r}
+during_training = AutoModelForImageClassification.from_pretrained(
+    {trainer_repo!r}, revision=first_save, trust_remote_code=True)
+final = AutoModelForImageClassification.from_pretrained({trainer_repo!r}, trust_remote_code=True).eval()
+with torch.no_grad():
+    trained_logits = final(pixel_values).logits
+
+# a base-model checkpoint takes a classification head (AutoModelForImageClassification is in its auto_map too)
+head = AutoModelForImageClassification.from_pretrained({base_dir!r}, num_labels=3, trust_remote_code=True)
+print(json.dumps({{
+    "classifier": type(classifier).__name__, "base": type(base).__name__, "processor": type(processor).__name__,
+    "logits": logits.tolist(), "tokens": tokens.tolist(), "trained_logits": trained_logits.tolist(),
+    "pipeline": [[p["label"], p["score"]] for p in predictions], "features_shape": list(features.shape),
+    "during_training": type(during_training).__name__, "head": [type(head).__name__, head.config.num_labels],
+}}))
+"""
+
+
+def run_with_package(script: str, args: list[str], env: dict, cwd: Path) -> dict:
+    """Run `script` with the package importable and the client environment `env`; return its last JSON line."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])},
+    )
+    assert result.returncode == 0, f"subprocess failed:\n{result.stderr[-6000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_push_and_pull_through_the_hub_client(tmp_path):
+    """One round trip through a local Hub, checked aspect by aspect below (the pushes and pulls take seconds, so they
+    run once)."""
+    with HubServer() as hub:
+        pushed = push_and_pull_with_the_package(hub, tmp_path / "with_package")
+        check_model_and_processor_pushes(hub)
+        check_pull_with_the_package(pushed)
+        check_trainer_pushes(hub, pushed)
+        check_pull_without_the_package(hub, pushed, tmp_path / "without_package")
+        check_vision_tower_conversion_from_the_hub(pushed)
+        assert hub.unknown_requests == []  # every request the clients made is one the server implements
+
+
+def push_and_pull_with_the_package(hub: HubServer, workdir: Path) -> dict:
+    """Push a classifier and its processor, train and push with Trainer and OmniTrainer, and pull back by repo id."""
+    workdir.mkdir()
+    image = workdir / "image.png"
+    PIL.Image.fromarray((np.random.RandomState(0).rand(30, 40, 3) * 255).astype(np.uint8)).save(image)
+    env = hub.client_env(
+        HF_HOME=str(workdir / "hf_home"),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        TRANSFORMERS_VERBOSITY="error",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    args = [REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, TOWER_REPO, str(image), str(workdir / "runs")]
+    result = run_with_package(PUSH_AND_PULL, args, env, cwd=workdir)
+    return {"result": result, "image": image}
+
+
+def check_model_and_processor_pushes(hub: HubServer):
+    """`model.push_to_hub` and `processor.push_to_hub` uploaded config with the full auto_map, sharded safetensors
+    (through LFS), processor config, code files and the omni_vision card."""
+    repo = hub.repos[REPO]
+    head = repo.commit_at("main")
+    files = head.files
+    shards = sorted(path for path in files if path.startswith("model-") and path.endswith(".safetensors"))
+    assert len(shards) >= 2 and all(files[path].lfs for path in shards)  # sharded, uploaded through git-LFS
+    index = json.loads(files["model.safetensors.index.json"].content)
+    assert sorted(set(index["weight_map"].values())) == shards
+    assert "model.safetensors" not in files
+
+    config = json.loads(files["config.json"].content)
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_omni_vision.OmniVisionConfig",
+        "AutoModel": "modeling_omni_vision.OmniVisionModel",
+        "AutoModelForImageClassification": "modeling_omni_vision.OmniVisionForImageClassification",
+    }
+    preprocessor = json.loads(files["preprocessor_config.json"].content)
+    assert preprocessor["auto_map"] == {"AutoImageProcessor": "image_processing_omni_vision.OmniVisionImageProcessor"}
+    for name in CODE_FILES | {"image_processing_omni_vision.py"}:
+        assert files[name].content == (PACKAGE / name).read_bytes(), name
+
+    # the processor, pushed first, left transformers' placeholder card; the model push replaced it with ours
+    processor_commit = repo.commits[1]
+    assert "pushed on the Hub" in processor_commit.files["README.md"].content.decode()
+    readme = files["README.md"].content.decode()
+    metadata = front_matter(readme)
+    assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "image-classification"
+    assert {"omni-encoders", "omni_vision", "vision"} <= set(metadata["tags"])
+    assert metadata["license"] == "apache-2.0"
+    assert f'AutoModelForImageClassification.from_pretrained("{REPO}", trust_remote_code=True)' in readme
+    assert "2 classes: dark, bright" in readme
+
+
+def check_pull_with_the_package(pushed: dict):
+    """AutoModel*, AutoProcessor and pipelines by repo id, with the package: same outputs as the pushed model."""
+    result = pushed["result"]
+    pulled = result["pulled"]
+    assert (pulled["classifier"], pulled["base"], pulled["processor"]) == (
+        "OmniVisionForImageClassification", "OmniVisionModel", "OmniVisionImageProcessor"
+    )
+    assert max_abs_diff(torch.tensor(pulled["logits"]), torch.tensor(result["logits"])) < 1e-6
+    assert max_abs_diff(torch.tensor(pulled["tokens"]), torch.tensor(result["tokens"])) < 1e-6
+    probabilities = torch.tensor(result["logits"]).softmax(-1)[0]
+    expected = sorted(zip(["dark", "bright"], probabilities.tolist()), key=lambda p: -p[1])
+    assert [label for label, _ in result["pipeline"]] == [label for label, _ in expected]
+    assert [score for _, score in result["pipeline"]] == pytest.approx([score for _, score in expected], abs=1e-5)
+    assert result["features_shape"] == [1, 6, 32]
+    assert max_abs_diff(torch.tensor(pulled["trained_logits"]), torch.tensor(result["trained_logits"])) < 1e-6
+
+
+def check_pull_without_the_package(hub: HubServer, pushed: dict, tmp_path: Path):
+    """The same by repo id where omni_encoders cannot be imported (trust_remote_code=True), every Auto class."""
+    tmp_path.mkdir()
+    expected = pushed["result"]
+    OmniVisionModel(tiny_vision_config()).save_pretrained(tmp_path / "base")
+    commits = hub.repos[OMNI_TRAINER_REPO].commits
+    first_save = next(c.oid for c in commits if c.message.startswith("Training in progress"))
+    env = hub.client_env(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_PROGRESS_BARS="1")
+    result = run_without_package(
+        PULL_WITHOUT_PACKAGE.format(
+            env=env, image=str(pushed["image"]), repo=REPO, trainer_repo=OMNI_TRAINER_REPO, first_save=first_save,
+            base_dir=str(tmp_path / "base"),
+        ),
+        tmp_path,
+    )
+    assert (result["classifier"], result["base"], result["processor"]) == (
+        "OmniVisionForImageClassification", "OmniVisionModel", "OmniVisionImageProcessor"
+    )
+    assert max_abs_diff(torch.tensor(result["logits"]), torch.tensor(expected["logits"])) < 1e-5
+    assert max_abs_diff(torch.tensor(result["tokens"]), torch.tensor(expected["tokens"])) < 1e-5
+    assert result["pipeline"][0][0] == expected["pipeline"][0][0]
+    assert [score for _, score in result["pipeline"]] == pytest.approx([s for _, s in expected["pipeline"]], abs=1e-5)
+    assert result["features_shape"] == [1, 6, 32]
+    assert max_abs_diff(torch.tensor(result["trained_logits"]), torch.tensor(expected["trained_logits"])) < 1e-5
+    assert result["during_training"] == "OmniVisionForImageClassification"
+    assert result["head"] == ["OmniVisionForImageClassification", 3]
+
+
+def check_vision_tower_conversion_from_the_hub(pushed: dict):
+    """`convert_vision_tower("org/name")` downloads the tower through the client and names it as the base model."""
+    result = pushed["result"]
+    assert result["tower_copied"] is True
+    assert result["tower_report_source"] == TOWER_REPO and result["tower_card_base_model"] == TOWER_REPO
+
+
+def check_trainer_pushes(hub: HubServer, pushed: dict):
+    """Trainer(push_to_hub=True) uploads everything; OmniTrainer also the code and its card during training."""
+    # A plain Trainer: config with the full auto_map, weights, processor and code; transformers' training card.
+    plain = hub.repos[PLAIN_TRAINER_REPO].files_at("main")
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} | CODE_FILES <= set(plain)
+    assert set(json.loads(plain["config.json"])["auto_map"]) == {
+        "AutoConfig", "AutoModel", "AutoModelForImageClassification"
+    }
+    assert "generated_from_trainer" in front_matter(plain["README.md"].decode())["tags"]
+
+    # OmniTrainer: every push during training already carries the code and a card; the final card is ours with the
+    # training results as metadata.
+    repo = hub.repos[OMNI_TRAINER_REPO]
+    during_training = [c for c in repo.commits if c.message.startswith("Training in progress")]
+    assert len(during_training) >= 1
+    for commit in during_training:
+        assert CODE_FILES | {"config.json", "model.safetensors", "README.md"} <= set(commit.files), commit.message
+    final_pushes = [c for c in repo.commits if c.message == "End of training"]
+    readme = final_pushes[-1].files["README.md"].content.decode()
+    assert repo.files_at("main")["README.md"].decode() == readme  # the later model.push_to_hub kept the card
+    metadata = front_matter(readme)
+    assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "image-classification"
+    assert {"omni-encoders", "omni_vision", "generated_from_trainer"} <= set(metadata["tags"])
+    assert metadata["datasets"] == ["digits"] and metadata["metrics"] == ["accuracy"]
+    (result,) = metadata["model-index"][0]["results"]
+    assert result["task"]["type"] == "image-classification" and result["dataset"]["type"] == "digits"
+    assert result["metrics"][0]["value"] == pytest.approx(pushed["result"]["eval_accuracy"])
+    assert "## Training" in readme and "learning_rate: 0.001" in readme and "| Training Loss |" in readme
+
+
+# ----------------------------------------------------------------------------------------------------- auto_map
+
+
+@pytest.mark.parametrize("model_class", [OmniVisionModel, OmniVisionForImageClassification])
+def test_saved_checkpoints_map_every_auto_class_of_the_model_type(tmp_path, model_class):
+    model_class(tiny_vision_config(num_labels=2)).save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_omni_vision.OmniVisionConfig",
+        "AutoModel": "modeling_omni_vision.OmniVisionModel",
+        "AutoModelForImageClassification": "modeling_omni_vision.OmniVisionForImageClassification",
+    }
+    assert CODE_FILES <= {path.name for path in tmp_path.iterdir()}
+    assert type(AutoModel.from_pretrained(tmp_path)) is OmniVisionModel
+    assert type(AutoModelForImageClassification.from_pretrained(tmp_path)) is OmniVisionForImageClassification
+
+
+# ----------------------------------------------------------------------------------------------------- model cards
+
+
+def test_model_card_metadata_for_a_model_and_a_config():
+    classifier = OmniVisionForImageClassification(tiny_vision_config(num_labels=2))
+    card = create_model_card(classifier, model_id="org/classifier", base_model="google/siglip-base-patch16-224",
+                             datasets="cifar10", tags=["custom"])
+    metadata = front_matter(str(card))
+    assert metadata == {
+        "library_name": "transformers",
+        "license": "apache-2.0",
+        "pipeline_tag": "image-classification",
+        "tags": ["omni-encoders", "omni_vision", "vision", "siglip", "titok", "2d-rope", "custom"],
+        "base_model": "google/siglip-base-patch16-224",
+        "datasets": ["cifar10"],
+    }
+    assert card.data.pipeline_tag == "image-classification"
+    assert "[google/siglip-base-patch16-224](https://huggingface.co/google/siglip-base-patch16-224)" in card.text
+    assert "| `last_hidden_state` | `[batch, 6, 32]` |" in card.text
+    assert "| `logits` | `[batch, 2]` |" in card.text
+    for section in ("## Architecture", "## Intended use", "## Inputs and outputs", "## How to load",
+                    "## How to fine-tune", "## Limitations", "## Citation"):
+        assert section in card.text, section
+    assert "arXiv:2303.15343" in card.text and "arXiv:2406.07550" in card.text  # SigLIP, TiTok
+
+    base = front_matter(str(create_model_card(tiny_vision_config())))
+    assert base["pipeline_tag"] == "image-feature-extraction" and "base_model" not in base
+
+
+def test_model_card_takes_the_metrics_of_a_training_run():
+    training = TrainingSummary(
+        model_name="run",
+        dataset="digits",
+        dataset_tags="digits",
+        eval_results={"Loss": 0.5, "Accuracy": 0.875},
+        eval_lines=[{"Training Loss": 0.7, "Epoch": 1.0, "Step": 10, "Validation Loss": 0.5, "Accuracy": 0.875}],
+        hyperparameters={"learning_rate": 0.001, "train_batch_size": 4},
+    )
+    card = create_model_card(OmniVisionForImageClassification(tiny_vision_config(num_labels=2)),
+                             model_id="org/trained", training=training)
+    metadata = front_matter(str(card))
+    assert metadata["metrics"] == ["accuracy"] and metadata["datasets"] == ["digits"]
+    (result,) = metadata["model-index"][0]["results"]
+    assert metadata["model-index"][0]["name"] == "trained"
+    assert result["task"] == {"name": "Image Classification", "type": "image-classification"}
+    assert result["metrics"] == [{"name": "Accuracy", "type": "accuracy", "value": 0.875}]
+    assert card.data.eval_results[0].metric_value == 0.875
+    assert "- learning_rate: 0.001" in card.text and "| Training Loss | Epoch | Step |" in card.text
+
+
+def fake_config(model_type: str) -> PreTrainedConfig:
+    """A bare config of a model type whose model is not on this branch yet."""
+    return type("FakeConfig", (PreTrainedConfig,), {"model_type": model_type})()
+
+
+@pytest.mark.parametrize("model_type, pipeline_tag", [
+    ("omni_vision", "image-feature-extraction"),
+    ("omni_video", "feature-extraction"),
+    ("omni_audio", "feature-extraction"),
+    ("omni_audio_decoder", "text-to-audio"),
+])
+def test_every_model_type_has_a_template_that_renders(model_type, pipeline_tag):
+    config = tiny_vision_config() if model_type == "omni_vision" else fake_config(model_type)
+    card = create_model_card(config, model_id=f"org/{model_type}")
+    metadata = front_matter(str(card))
+    assert metadata["pipeline_tag"] == pipeline_tag and model_type in metadata["tags"]
+    assert f'from_pretrained("org/{model_type}"' in card.text and "## Citation" in card.text
+    assert "{{" not in card.text and "{%" not in card.text
+
+
+def test_templates_ship_inside_the_package():
+    assert TEMPLATES_DIR == PACKAGE / "model_cards"
+    assert {f"{model_type}.md" for model_type in MODEL_CARD_SPECS} <= {p.name for p in TEMPLATES_DIR.iterdir()}
+    assert (ROOT / "model_cards").resolve() == TEMPLATES_DIR.resolve()  # the top-level folder is the same one
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"model_cards/*.md"' in pyproject
+    with pytest.raises(ValueError, match="No model card template for model_type 'bert'"):
+        create_model_card(fake_config("bert"))
