@@ -450,6 +450,20 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         assert max_abs_diff(dict(model.named_parameters())[name].grad, grad) < 1e-5, name
 
 
+def test_lora_on_the_documented_projections():
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_model()
+    targets = ["q_proj", "kv_a_proj", "kv_b_proj", "o_proj", "ffn.conv1", "ffn.conv2"]
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=targets))
+    batch = _training_batch(model.config)
+    peft_model(**batch).loss.backward()
+    trained = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in name for name in trained)
+    assert {target.split(".")[-1] for target in targets} <= {name.split(".")[-4] for name in trained}
+    assert all(dict(peft_model.named_parameters())[name].grad is not None for name in trained)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_is_finite(dtype):
     model = tiny_model().to(dtype).eval()
