@@ -13,13 +13,16 @@ from transformers import (
     AutoModelForAudioClassification,
     AutoModelForCTC,
     AutoModelForImageClassification,
+    AutoModelForTextToWaveform,
     AutoModelForVideoClassification,
     AutoProcessor,
+    AutoTokenizer,
 )
 
 # `transformers.AutoVideoProcessor` is a placeholder that raises when torchvision is missing; the class itself is not.
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
+# Vision
 from .configuration_omni_vision import OmniVisionConfig
 from .image_processing_omni_vision import OmniVisionImageProcessor
 from .modeling_omni_vision import (
@@ -28,6 +31,18 @@ from .modeling_omni_vision import (
     OmniVisionModelOutput,
     OmniVisionPreTrainedModel,
 )
+
+# Video
+from .configuration_omni_video import OmniVideoConfig
+from .modeling_omni_video import (
+    OmniVideoForVideoClassification,
+    OmniVideoModel,
+    OmniVideoModelOutput,
+    OmniVideoPreTrainedModel,
+)
+from .video_processing_omni_video import OmniVideoVideoProcessor
+
+# Audio encoder
 from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
 from .feature_extraction_omni_audio import OmniAudioFeatureExtractor
 from .modeling_omni_audio import (
@@ -39,14 +54,19 @@ from .modeling_omni_audio import (
     OmniAudioPreTrainedModel,
 )
 from .processing_omni_audio import OmniAudioProcessor
-from .configuration_omni_video import OmniVideoConfig
-from .modeling_omni_video import (
-    OmniVideoForVideoClassification,
-    OmniVideoModel,
-    OmniVideoModelOutput,
-    OmniVideoPreTrainedModel,
+
+# Audio decoder (text to speech)
+from .configuration_omni_audio_decoder import OmniAudioDecoderConfig
+from .feature_extraction_omni_audio_decoder import OmniAudioDecoderFeatureExtractor
+from .modeling_omni_audio_decoder import (
+    OmniAudioDecoderModel,
+    OmniAudioDecoderOutput,
+    OmniAudioDecoderPreTrainedModel,
+    length_regulate,
+    monotonic_alignment_search,
 )
-from .video_processing_omni_video import OmniVideoVideoProcessor
+from .processing_omni_audio_decoder import OmniAudioDecoderCollator, OmniAudioDecoderProcessor
+from .tokenization_omni_audio_decoder import OmniAudioDecoderTokenizer
 
 
 __version__ = "0.1.0"
@@ -71,18 +91,43 @@ AutoModelForAudioClassification.register(OmniAudioConfig, OmniAudioForAudioClass
 AutoFeatureExtractor.register(OmniAudioConfig, OmniAudioFeatureExtractor, exist_ok=True)
 AutoProcessor.register(OmniAudioConfig, OmniAudioProcessor, exist_ok=True)
 
+# Audio decoder (text to speech)
+AutoConfig.register(OmniAudioDecoderConfig.model_type, OmniAudioDecoderConfig, exist_ok=True)
+AutoModelForTextToWaveform.register(OmniAudioDecoderConfig, OmniAudioDecoderModel, exist_ok=True)
+AutoTokenizer.register(OmniAudioDecoderConfig, tokenizer_class=OmniAudioDecoderTokenizer, exist_ok=True)
+AutoFeatureExtractor.register(OmniAudioDecoderConfig, OmniAudioDecoderFeatureExtractor, exist_ok=True)
+AutoProcessor.register(OmniAudioDecoderConfig, OmniAudioDecoderProcessor, exist_ok=True)
+
 
 def __getattr__(name: str):
-    # The model-card module imports transformers' Trainer (seconds): load it on first use.
+    # These modules import transformers' Trainer (and with it datasets, accelerate, ...): load them on first use.
     if name in ("OmniTrainer", "create_model_card"):
         from . import modelcard
 
         return getattr(modelcard, name)
+    if name == "OmniAudioDecoderGANTrainer":
+        from .trainer_omni_audio_decoder import OmniAudioDecoderGANTrainer
+
+        return OmniAudioDecoderGANTrainer
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    # audio
+    # vision
+    "OmniVisionConfig",
+    "OmniVisionForImageClassification",
+    "OmniVisionImageProcessor",
+    "OmniVisionModel",
+    "OmniVisionModelOutput",
+    "OmniVisionPreTrainedModel",
+    # video
+    "OmniVideoConfig",
+    "OmniVideoForVideoClassification",
+    "OmniVideoModel",
+    "OmniVideoModelOutput",
+    "OmniVideoPreTrainedModel",
+    "OmniVideoVideoProcessor",
+    # audio encoder
     "OmniAudioCTCOutput",
     "OmniAudioConfig",
     "OmniAudioFeatureExtractor",
@@ -93,20 +138,18 @@ __all__ = [
     "OmniAudioPreTrainedModel",
     "OmniAudioProcessor",
     "audio_frame_lengths",
-    # video
-    "OmniVideoConfig",
-    "OmniVideoForVideoClassification",
-    "OmniVideoModel",
-    "OmniVideoModelOutput",
-    "OmniVideoPreTrainedModel",
-    "OmniVideoVideoProcessor",
-    # vision
-    "OmniVisionConfig",
-    "OmniVisionForImageClassification",
-    "OmniVisionImageProcessor",
-    "OmniVisionModel",
-    "OmniVisionModelOutput",
-    "OmniVisionPreTrainedModel",
+    # audio decoder
+    "OmniAudioDecoderCollator",
+    "OmniAudioDecoderConfig",
+    "OmniAudioDecoderFeatureExtractor",
+    "OmniAudioDecoderGANTrainer",
+    "OmniAudioDecoderModel",
+    "OmniAudioDecoderOutput",
+    "OmniAudioDecoderPreTrainedModel",
+    "OmniAudioDecoderProcessor",
+    "OmniAudioDecoderTokenizer",
+    "length_regulate",
+    "monotonic_alignment_search",
     # training and the Hub
     "OmniTrainer",
     "create_model_card",

@@ -590,24 +590,30 @@ class OmniMelSpectrogram(nn.Module):
             self._tables[key] = (window, torch.as_tensor(filters, dtype=torch.float32, device=device))
         return self._tables[key]
 
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """`waveforms [B, S]` (or `[S]`) -> log-mel `[B, S // hop_length, n_mels]` in float32."""
+    def spectrogram(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """`waveforms [B, S]` (or `[S]`) -> linear spectrogram `[B, S // hop_length, n_fft // 2 + 1]` in float32
+        (magnitude raised to `power`): the STFT frames the mel spectrogram is made of."""
         squeeze = waveforms.dim() == 1
         waveforms = waveforms[None] if squeeze else waveforms
         if waveforms.shape[-1] < self.hop_length:
             raise ValueError(
                 f"Audio of {waveforms.shape[-1]} samples is shorter than one frame ({self.hop_length} samples)."
             )
-        window, filters = self.tables(waveforms.device)
+        window, _ = self.tables(waveforms.device)
         pad = (self.n_fft - self.hop_length) // 2
         padded = nn.functional.pad(waveforms.float(), (pad, pad))
         spectrum = torch.stft(
             padded, self.n_fft, self.hop_length, self.win_length, window, center=False, return_complex=True
         )
         magnitude = spectrum.abs().pow(self.power) if self.power != 1.0 else spectrum.abs()
-        mel = torch.matmul(magnitude.transpose(1, 2), filters)
-        mel = torch.log(torch.clamp(mel, min=self.eps))
-        return mel[0] if squeeze else mel
+        magnitude = magnitude.transpose(1, 2)
+        return magnitude[0] if squeeze else magnitude
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """`waveforms [B, S]` (or `[S]`) -> log-mel `[B, S // hop_length, n_mels]` in float32."""
+        _, filters = self.tables(waveforms.device)
+        mel = torch.matmul(self.spectrogram(waveforms), filters)
+        return torch.log(torch.clamp(mel, min=self.eps))
 
 
 # --------------------------------------------------------------------------------------------------------------------
