@@ -28,6 +28,93 @@ def tiny_vision_config(**overrides):
     return OmniVisionConfig(**kwargs)
 
 
+TINY_VIDEO_BACKBONE = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "image_size": 28,
+    "patch_size": 7,
+}
+
+
+def tiny_video_config(**overrides):
+    """hidden 32, a 4x4 patch grid at 28 px, 2 video blocks of 4 heads, 4 experts (top-2), 3 tokens per frame."""
+    kwargs = {
+        "vision_config": {"backbone_config": dict(TINY_VIDEO_BACKBONE), "num_attention_heads": 4, "num_hidden_layers": 1},
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "moe_intermediate_size": 48,
+        "compressor_intermediate_size": 48,
+        "num_tokens_per_frame": 3,
+        "num_frames": 4,
+        "max_frames": 8,
+        **overrides,
+    }
+    from omni_encoders import OmniVideoConfig
+
+    return OmniVideoConfig(**kwargs)
+
+
+def tiny_audio_config(**overrides):
+    kwargs = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "kv_lora_rank": 8,
+        "qk_rope_head_dim": 4,
+        "intermediate_size": 64,
+        "conv_kernel_size": 7,
+        "tokenizer_channels": [8, 8, 16, 16, 32, 32],
+        "tokenizer_norm_groups": 4,
+        "hidden_dropout": 0.0,
+        "num_codebooks": 3,
+        "codebook_size": 16,
+        "speaker_hidden_size": 16,
+        "speaker_embedding_size": 12,
+        "speaker_num_conv_layers": 2,
+        "speaker_num_lstm_layers": 2,
+        **overrides,
+    }
+    from omni_encoders import OmniAudioConfig
+
+    return OmniAudioConfig(**kwargs)
+
+
+def tiny_audio_decoder_config(**overrides):
+    kwargs = {
+        "hidden_size": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "kv_lora_rank": 16,
+        "qk_rope_head_dim": 4,
+        "intermediate_size": 64,
+        "ffn_kernel_size": 3,
+        "hidden_dropout": 0.0,
+        "variance_predictor_hidden_size": 16,
+        "variance_predictor_dropout": 0.0,
+        "alignment_size": 16,
+        "postnet_layers": 2,
+        "postnet_channels": 16,
+        "num_speakers": 4,
+        "speaker_embedding_size": 8,
+        "n_mels": 20,
+        "n_fft": 512,
+        "vocoder_initial_channels": 32,
+        "vocoder_resblock_kernel_sizes": [3],
+        "vocoder_resblock_dilation_sizes": [[1]],
+        "vocoder_segment_frames": 4,
+        **overrides,
+    }
+    from omni_encoders import OmniAudioDecoderConfig
+
+    return OmniAudioDecoderConfig(**kwargs)
+
+
 # Installs an import hook that makes `omni_encoders` unimportable, as in an environment where it is not installed.
 _BLOCK_PACKAGE = textwrap.dedent(
     """

@@ -20,7 +20,7 @@ from transformers import (
     pipeline,
 )
 
-from helpers import max_abs_diff, run_without_package
+from helpers import max_abs_diff, run_without_package, tiny_audio_config
 from omni_encoders import (
     OmniAudioConfig,
     OmniAudioFeatureExtractor,
@@ -31,30 +31,6 @@ from omni_encoders import (
     audio_frame_lengths,
 )
 from omni_encoders.modeling_omni_common import OmniLatentCache
-
-
-def tiny_audio_config(**overrides):
-    kwargs = {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "kv_lora_rank": 8,
-        "qk_rope_head_dim": 4,
-        "intermediate_size": 64,
-        "conv_kernel_size": 7,
-        "tokenizer_channels": [8, 8, 16, 16, 32, 32],
-        "tokenizer_norm_groups": 4,
-        "hidden_dropout": 0.0,
-        "num_codebooks": 3,
-        "codebook_size": 16,
-        "speaker_hidden_size": 16,
-        "speaker_embedding_size": 12,
-        "speaker_num_conv_layers": 2,
-        "speaker_num_lstm_layers": 2,
-        **overrides,
-    }
-    return OmniAudioConfig(**kwargs)
 
 
 def padded_batch(lengths, seed=0):

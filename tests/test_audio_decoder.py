@@ -20,7 +20,7 @@ from transformers import (
     pipeline,
 )
 
-from helpers import max_abs_diff, run_without_package
+from helpers import max_abs_diff, run_without_package, tiny_audio_decoder_config
 from omni_encoders import (
     OmniAudioDecoderCollator,
     OmniAudioDecoderConfig,
@@ -40,40 +40,10 @@ from omni_encoders.modeling_omni_common import OmniMelSpectrogram
 from omni_encoders.modeling_omni_vocoder import init_vocoder_weights
 
 
-def tiny_config(**overrides) -> OmniAudioDecoderConfig:
-    kwargs = {
-        "hidden_size": 32,
-        "encoder_layers": 1,
-        "decoder_layers": 1,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "kv_lora_rank": 16,
-        "qk_rope_head_dim": 4,
-        "intermediate_size": 64,
-        "ffn_kernel_size": 3,
-        "hidden_dropout": 0.0,
-        "variance_predictor_hidden_size": 16,
-        "variance_predictor_dropout": 0.0,
-        "alignment_size": 16,
-        "postnet_layers": 2,
-        "postnet_channels": 16,
-        "num_speakers": 4,
-        "speaker_embedding_size": 8,
-        "n_mels": 20,
-        "n_fft": 512,
-        "vocoder_initial_channels": 32,
-        "vocoder_resblock_kernel_sizes": [3],
-        "vocoder_resblock_dilation_sizes": [[1]],
-        "vocoder_segment_frames": 4,
-        **overrides,
-    }
-    return OmniAudioDecoderConfig(**kwargs)
-
-
 def tiny_model(config: OmniAudioDecoderConfig | None = None) -> OmniAudioDecoderModel:
     """A tiny model whose vocoder starts at speech-like amplitude. HiFi-GAN's init (std 0.01) suits 512 channels; a
     32-channel vocoder would start at ~1e-7, below the STFT loss's magnitude floor, and get no gradient from it."""
-    model = OmniAudioDecoderModel(config or tiny_config())
+    model = OmniAudioDecoderModel(config or tiny_audio_decoder_config())
     model.vocoder.apply(partial(init_vocoder_weights, std=0.1))
     return model
 
@@ -84,7 +54,7 @@ def tiny_processor(config: OmniAudioDecoderConfig) -> OmniAudioDecoderProcessor:
 
 
 def text_batch(config=None, texts=("hello world", "hi there")):
-    processor = tiny_processor(config or tiny_config())
+    processor = tiny_processor(config or tiny_audio_decoder_config())
     return processor(text=list(texts), return_tensors="pt")
 
 
@@ -121,11 +91,11 @@ def test_default_config_is_the_spec_full_size():
 )
 def test_config_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        tiny_config(**kwargs)
+        tiny_audio_decoder_config(**kwargs)
 
 
 def test_config_round_trip(tmp_path):
-    config = tiny_config(num_speakers=7)
+    config = tiny_audio_decoder_config(num_speakers=7)
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, OmniAudioDecoderConfig)
@@ -319,7 +289,7 @@ def test_inputs_embeds_match_input_ids(model):
 
 
 def test_speed_scales_the_durations():
-    config = tiny_config()
+    config = tiny_audio_decoder_config()
     model = OmniAudioDecoderModel(config).eval()
     with torch.no_grad():  # predict about 6 frames per token
         model.duration_predictor.linear.bias.fill_(float(np.log(7.0)))
@@ -362,7 +332,7 @@ def _training_batch(config, batch_size=2, frames=(40, 28), tokens=(9, 6)):
 
 
 def test_training_forward_returns_the_loss_and_its_parts():
-    config = tiny_config(pitch_loss_weight=0.5, vocoder_loss_weight=2.0)
+    config = tiny_audio_decoder_config(pitch_loss_weight=0.5, vocoder_loss_weight=2.0)
     model = tiny_model(config).train()
     batch = _training_batch(config)
     out = model(**batch)
@@ -390,7 +360,7 @@ def test_training_forward_returns_the_loss_and_its_parts():
     assert minimal.pitch_loss is None and minimal.energy_loss is None and minimal.vocoder_loss is None
     assert torch.isfinite(minimal.loss)
     # Without the alignment prior MAS still gives valid durations.
-    no_prior = tiny_model(tiny_config(alignment_prior_scale=0.0))(**batch)
+    no_prior = tiny_model(tiny_audio_decoder_config(alignment_prior_scale=0.0))(**batch)
     assert torch.equal(no_prior.durations.sum(-1), batch["labels_attention_mask"].sum(-1))
 
 
@@ -407,7 +377,7 @@ def test_outputs_hidden_states_attentions_and_tuples(model):
 
 def test_eager_and_sdpa_agree():
     torch.manual_seed(0)
-    model = OmniAudioDecoderModel(tiny_config(attn_implementation="eager")).eval()
+    model = OmniAudioDecoderModel(tiny_audio_decoder_config(attn_implementation="eager")).eval()
     inputs = text_batch(texts=("attention implementations agree", "yes"))
     batch = _training_batch(model.config)
     with torch.no_grad():
@@ -425,7 +395,7 @@ def test_eager_and_sdpa_agree():
 
 def test_flex_attention_agrees_with_eager():
     torch.manual_seed(0)
-    model = tiny_model(tiny_config(attn_implementation="eager")).eval()
+    model = tiny_model(tiny_audio_decoder_config(attn_implementation="eager")).eval()
     inputs = text_batch(texts=("flex attention", "ok"))
     with torch.no_grad():  # flex attention has no CPU backward
         expected = model.predict_mel(**inputs)
@@ -506,7 +476,7 @@ def test_bad_inputs_raise_clear_errors(model):
     with pytest.raises(TypeError, match="speaker_id"):  # a misspelt argument is not silently ignored
         model(**inputs, speaker_id=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="no speaker table"):
-        OmniAudioDecoderModel(tiny_config(num_speakers=0))(**inputs, speaker_ids=torch.tensor([0, 0]))
+        OmniAudioDecoderModel(tiny_audio_decoder_config(num_speakers=0))(**inputs, speaker_ids=torch.tensor([0, 0]))
 
 
 # ----------------------------------------------------------------------------------------------------- save / load
@@ -535,7 +505,7 @@ def test_tokenizer_is_character_level_and_round_trips(tmp_path):
     assert tokenizer.decode(ids) == "hello, world 1!"  # lower-cased, '#' dropped, one id per character
     assert len(ids) == len("hello, world 1!")
     tokenizer.save_pretrained(tmp_path)
-    tiny_config().save_pretrained(tmp_path)
+    tiny_audio_decoder_config().save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert type(loaded) is OmniAudioDecoderTokenizer and loaded("Hello").input_ids == tokenizer("Hello").input_ids
     with pytest.raises(ValueError, match="phonemize"):
@@ -589,7 +559,7 @@ def test_feature_extractor_rejects_unusable_audio(audio, kwargs, message):
 
 
 def test_processor_and_auto_classes(tmp_path):
-    config = tiny_config()
+    config = tiny_audio_decoder_config()
     processor = tiny_processor(config)
     audio = [_tone(150, 0.3), _tone(220, 0.2)]
     batch = processor(text=["hello", "hi"], audio=audio, sampling_rate=16000, return_tensors="pt")
@@ -618,7 +588,7 @@ def test_processor_and_auto_classes(tmp_path):
 
 def _save_checkpoint(path):
     torch.manual_seed(0)
-    config = tiny_config()
+    config = tiny_audio_decoder_config()
     model = OmniAudioDecoderModel(config).eval()
     model.save_pretrained(path)
     tiny_processor(config).save_pretrained(path)
@@ -628,7 +598,7 @@ def _save_checkpoint(path):
 def test_model_card_shows_the_config():
     from omni_encoders import create_model_card
 
-    card = create_model_card(tiny_model(tiny_config(encoder_layers=2)), model_id="org/tiny-tts").text
+    card = create_model_card(tiny_model(tiny_audio_decoder_config(encoder_layers=2)), model_id="org/tiny-tts").text
     assert "2 feed-forward Transformer blocks" in card and "20-bin mel spectrogram" in card
     assert "{{" not in card and ".waveform" in card
 
@@ -700,7 +670,7 @@ def real_speech():
 
 def test_a_few_optimisation_steps_on_real_speech_lower_the_loss(real_speech):
     torch.manual_seed(0)
-    config = tiny_config(vocoder_segment_frames=8)
+    config = tiny_audio_decoder_config(vocoder_segment_frames=8)
     model = tiny_model(config).train()
     batch = OmniAudioDecoderCollator(tiny_processor(config))(real_speech)
     assert batch["labels"].shape[0] == 3 and (batch["pitch_labels"] > 0).any()  # espeak speech is voiced
@@ -725,7 +695,7 @@ def test_gan_trainer_trains_the_vocoder_adversarially(real_speech, tmp_path):
     from omni_encoders.modeling_omni_vocoder import OmniMultiPeriodDiscriminator, OmniMultiResolutionDiscriminator
 
     torch.manual_seed(0)
-    config = tiny_config(vocoder_segment_frames=8)
+    config = tiny_audio_decoder_config(vocoder_segment_frames=8)
     model = tiny_model(config)
     discriminators = nn.ModuleDict({
         "period": OmniMultiPeriodDiscriminator(periods=(2, 3), channels=(4, 8)),

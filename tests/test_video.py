@@ -21,7 +21,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
 
-from helpers import max_abs_diff, run_without_package
+from helpers import TINY_VIDEO_BACKBONE, max_abs_diff, run_without_package, tiny_video_config
 from omni_encoders import (
     OmniVideoConfig,
     OmniVideoForVideoClassification,
@@ -32,33 +32,6 @@ from omni_encoders import (
 from omni_encoders.modelcard import create_model_card
 from omni_encoders.modeling_omni_common import apply_rotary_pos_emb, grid_positions
 from omni_encoders.modeling_omni_video import OmniVideoTemporalMoE, load_balancing_loss
-
-
-TINY_BACKBONE = {
-    "model_type": "siglip_vision_model",
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 4,
-    "image_size": 28,
-    "patch_size": 7,
-}
-
-
-def tiny_video_config(**overrides):
-    """hidden 32, a 4x4 patch grid at 28 px, 2 video blocks of 4 heads, 4 experts (top-2), 3 tokens per frame."""
-    kwargs = {
-        "vision_config": {"backbone_config": dict(TINY_BACKBONE), "num_attention_heads": 4, "num_hidden_layers": 1},
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "moe_intermediate_size": 48,
-        "compressor_intermediate_size": 48,
-        "num_tokens_per_frame": 3,
-        "num_frames": 4,
-        "max_frames": 8,
-        **overrides,
-    }
-    return OmniVideoConfig(**kwargs)
 
 
 def write_video(path, frames: np.ndarray, fps: int = 10, codec: str = "libx264"):
@@ -231,7 +204,7 @@ def test_block_attention_is_relative_in_space_and_time():
 def test_factorised_attention_for_16_frames_of_27x27_patches():
     """The default clip shape (16 frames, 27x27 patches): every attention call is within a frame or across frames at
     one patch position; nothing ever attends over the 16 * 729 tokens at once."""
-    backbone = {**TINY_BACKBONE, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
+    backbone = {**TINY_VIDEO_BACKBONE, "hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
                 "image_size": 54, "patch_size": 2}
     config = tiny_video_config(
         vision_config={"backbone_config": backbone, "num_attention_heads": 2, "num_hidden_layers": 0},

@@ -623,6 +623,8 @@ class OmniAudioDecoderPreTrainedModel(PreTrainedModel):
     input_modalities = ("text",)
     output_modalities = ("audio",)
     supports_gradient_checkpointing = True
+    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
+    accepts_loss_kwargs = False
     _no_split_modules = ["OmniAudioDecoderFFTBlock"]
     _supports_sdpa = True
     _supports_flash_attn = True

@@ -281,6 +281,8 @@ class OmniVideoPreTrainedModel(OmniHubMixin, PreTrainedModel):
     main_input_name = "pixel_values_videos"
     input_modalities = ("video",)
     supports_gradient_checkpointing = True
+    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
+    accepts_loss_kwargs = False
     _no_split_modules = ["OmniVideoBlock", "OmniTokenCompressor"]
     _supports_sdpa = True
     _supports_flash_attn = True

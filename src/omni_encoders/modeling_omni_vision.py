@@ -121,6 +121,8 @@ class OmniVisionPreTrainedModel(OmniHubMixin, PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
+    accepts_loss_kwargs = False
     _no_split_modules = ["OmniDualStreamBlock", "OmniTokenCompressor"]
     _supports_sdpa = True
     _supports_flash_attn = True
