@@ -353,6 +353,8 @@ class OmniVisionForImageClassification(OmniVisionPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 Class indices in `[0, num_labels)` (float targets for regression or multi-label problems); the loss
                 follows `config.problem_type` as in transformers' classifiers.
+            kwargs: loss arguments, e.g. `num_items_in_batch` from `Trainer`: the cross-entropy is then summed and
+                divided by it, so that gradient accumulation and several processes give the loss of the whole batch.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
@@ -362,7 +364,7 @@ class OmniVisionForImageClassification(OmniVisionPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
         output = OmniClassifierOutput(
             loss=loss,
             logits=logits,
