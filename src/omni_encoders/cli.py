@@ -157,7 +157,7 @@ def tour_train_vision(args: argparse.Namespace) -> None:
 
     from .data import build_digit_images
 
-    _banner("Training: a small vision classifier on scikit-learn's digits (Trainer, datasets, evaluate)")
+    _banner("Training a small digit classifier (Trainer, datasets, evaluate)")
     # The model is tiny: a second intra-op thread adds synchronisation, not speed (and stalls on a busy machine).
     import transformers
 
