@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import transformers
@@ -146,3 +148,117 @@ def _device_name(training_args: TrainingArguments) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+# ------------------------------------------------------------------------------------------------------ audio recipes
+
+
+@dataclass
+class AudioModelArguments:
+    """The encoder of the audio recipes: a saved checkpoint to fine-tune, or the size of a fresh `OmniAudioConfig`
+    trained from scratch. The defaults are a small model; each recipe sets its own through its `TRAINING_DEFAULTS`."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A saved OmniAudio checkpoint to fine-tune; default: train from scratch."}
+    )
+    tokenizer_channels: list[int] = field(
+        default_factory=lambda: [16, 64, 64, 64, 64],
+        metadata={"help": "Channels of the waveform tokenizer's strided convolutions (the last one feeds the model)."},
+    )
+    tokenizer_kernel_sizes: list[int] = field(
+        default_factory=lambda: [20, 8, 4, 4, 4], metadata={"help": "Kernel of each tokenizer convolution."}
+    )
+    tokenizer_strides: list[int] = field(
+        default_factory=lambda: [10, 4, 4, 2, 2],
+        metadata={"help": "Stride of each tokenizer convolution; their product is the samples per frame (640: 25/s)."},
+    )
+    hidden_size: int = field(default=64, metadata={"help": "Width of the Conformer."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Conformer blocks."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Query heads of the latent attention."})
+    num_key_value_heads: int = field(default=2, metadata={"help": "Key/value heads (grouped-query attention)."})
+    kv_lora_rank: int = field(default=32, metadata={"help": "Width of the attention's compressed K/V latent."})
+    qk_rope_head_dim: int = field(default=8, metadata={"help": "Rotary part of each query/key head."})
+    intermediate_ratio: int = field(default=4, metadata={"help": "Feed-forward width as a multiple of hidden_size."})
+    conv_kernel_size: int = field(default=15, metadata={"help": "Kernel of the Conformer's depthwise convolution."})
+    hidden_dropout: float = field(default=0.1, metadata={"help": "Dropout on the Conformer modules' outputs."})
+    use_speaker_encoder: bool = field(default=False, metadata={"help": "Build the speaker encoder."})
+    speaker_hidden_size: int = field(default=128, metadata={"help": "Width of the speaker encoder."})
+    speaker_num_conv_layers: int = field(default=3, metadata={"help": "Convolutions of the speaker encoder."})
+    speaker_num_lstm_layers: int = field(default=1, metadata={"help": "BiLSTM layers of the speaker encoder."})
+    speaker_embedding_size: int = field(default=128, metadata={"help": "Size of the speaker embedding."})
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2 or flex_attention."}
+    )
+
+    def config_kwargs(self) -> dict:
+        """The `OmniAudioConfig` arguments of a fresh model of this size."""
+        tokenizer_norm_groups = math.gcd(8, *self.tokenizer_channels)
+        return {
+            "tokenizer_channels": list(self.tokenizer_channels),
+            "tokenizer_kernel_sizes": list(self.tokenizer_kernel_sizes),
+            "tokenizer_strides": list(self.tokenizer_strides),
+            "tokenizer_norm_groups": tokenizer_norm_groups,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "kv_lora_rank": self.kv_lora_rank,
+            "qk_rope_head_dim": self.qk_rope_head_dim,
+            "intermediate_size": self.intermediate_ratio * self.hidden_size,
+            "conv_kernel_size": self.conv_kernel_size,
+            "hidden_dropout": self.hidden_dropout,
+            "use_speaker_encoder": self.use_speaker_encoder,
+            "speaker_hidden_size": self.speaker_hidden_size,
+            "speaker_num_conv_layers": self.speaker_num_conv_layers,
+            "speaker_num_lstm_layers": self.speaker_num_lstm_layers,
+            "speaker_embedding_size": self.speaker_embedding_size,
+            "attn_implementation": self.attn_implementation,
+        }
+
+
+@dataclass
+class SpeechDataArguments:
+    """Speech synthesised by espeak-ng and flite (`omni_encoders.data`): voices are speakers."""
+
+    num_voices: int | None = field(
+        default=None, metadata={"help": "How many of the default voices to use (seeded choice); default: all."}
+    )
+    voices: list[str] | None = field(
+        default=None, metadata={"help": "Explicit voice ids instead, e.g. espeak-ng:en-us+f3 flite:slt."}
+    )
+    test_voices: float = field(default=0.2, metadata={"help": "Fraction of the voices held out (split `test`)."})
+    test_utterances: float = field(
+        default=0.2, metadata={"help": "Fraction of each training voice's utterances held out (`test_seen_voices`)."}
+    )
+    pitch_range: list[float] = field(
+        default_factory=lambda: [0.9, 1.1], metadata={"help": "Per-utterance pitch factors (low high)."}
+    )
+    speed_range: list[float] = field(
+        default_factory=lambda: [0.85, 1.15], metadata={"help": "Per-utterance speaking-rate factors (low high)."}
+    )
+    dataset_seed: int = field(
+        default=0, metadata={"help": "Seed of the dataset (voices, split, texts, speeds, pitches)."}
+    )
+    dataset_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where built datasets are cached (default ~/.cache/omni_encoders/datasets)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N training clips."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N held-out clips."})
+
+    def builder_kwargs(self) -> dict:
+        """The arguments the speech builders share."""
+        return {
+            "num_voices": self.num_voices,
+            "voices": self.voices,
+            "test_voices": self.test_voices,
+            "test_utterances": self.test_utterances,
+            "pitch_range": tuple(self.pitch_range),
+            "speed_range": tuple(self.speed_range),
+            "seed": self.dataset_seed,
+            "cache_dir": self.dataset_cache_dir,
+        }
+
+
+def select_first(dataset, count: int | None):
+    """The first `count` rows of `dataset` (all when `count` is None)."""
+    return dataset if count is None else dataset.select(range(min(count, len(dataset))))

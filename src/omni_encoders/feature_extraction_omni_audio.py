@@ -140,7 +140,10 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
         array = clip.get("array", clip.get("raw"))
         if array is None:
             raise ValueError(f"An audio dict needs an 'array' (or 'raw') entry, got keys {sorted(clip)}.")
-        return array, clip.get("sampling_rate")
+        rate = clip.get("sampling_rate")
+        if isinstance(rate, np.ndarray) and rate.ndim == 0:  # `datasets` in numpy format gives 0-d arrays
+            rate = rate.item()
+        return array, rate
 
     def _prepare_clip(self, clip, rate: int, index: int) -> np.ndarray:
         """One clip -> validated float32 mono waveform at `self.sampling_rate`."""

@@ -7,14 +7,37 @@
     dataset = build_digit_images()
     train = dataset["train"].with_transform(ImageClassificationTransform(processor))
     trainer = Trainer(model, args, train_dataset=train, compute_metrics=classification_metrics())
+
+Audio: `AudioCollator` (waveforms, or the speaker encoder's log-mel frames, padded by the feature extractor),
+`CTCCollator` + `ctc_argmax` + `ctc_metrics` (CTC speech recognition scored by CER/WER), and for speaker embeddings
+`AdditiveMarginSpeakerClassifier` (additive-margin softmax over the training speakers), `SpeakerEmbeddingTrainer`
+(saves the plain `OmniAudioModel`) and `speaker_verification_metrics` (cosine-scored trials -> equal error rate):
+
+    collator = CTCCollator(processor, audio_column="audio", text_column="digits")
+    trainer = Trainer(model, args, train_dataset=dataset["train"], data_collator=collator,
+                      compute_metrics=ctc_metrics(processor), preprocess_logits_for_metrics=ctc_argmax)
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import has_length
+from transformers.utils import SAFE_WEIGHTS_NAME, ModelOutput
+
+
+logger = logging.getLogger(__name__)
 
 
 class ImageClassificationTransform:
@@ -59,4 +82,304 @@ def classification_metrics(metric: str = "accuracy") -> Callable:
     return compute_metrics
 
 
-__all__ = ["ImageClassificationTransform", "classification_metrics"]
+# ------------------------------------------------------------------------------------------------------------ audio
+
+
+def audio_lengths(dataset, audio_column: str = "audio") -> list[int]:
+    """Samples of every clip of a `datasets.Dataset` with an audio column `{"array", "sampling_rate"}`: the `length`
+    column that `TrainingArguments(train_sampling_strategy="group_by_length")` reads to batch clips of similar
+    duration (less padding, faster steps). Add it with `dataset.add_column("length", audio_lengths(dataset))`."""
+    return [len(clip["array"]) for clip in dataset[audio_column]]
+
+
+def _sampling_rate(clips: list) -> int | None:
+    """The rate of `datasets`-style clips (each dict carries its own; the extractor resamples per clip)."""
+    first = clips[0]
+    return int(first["sampling_rate"]) if isinstance(first, dict) and "sampling_rate" in first else None
+
+
+class AudioCollator:
+    """`data_collator` for `Trainer` over `datasets` examples with an audio column: pads the batch's clips with the
+    model's feature extractor and adds the labels.
+
+    Returns `{"input_values": [B, S], "attention_mask": [B, S], "labels": [B]}` (the inputs of
+    [`OmniAudioForAudioClassification`]), or with `speaker_features=True` the log-mel inputs of the speaker encoder,
+    `{"speaker_features": [B, F, n_mels], "speaker_attention_mask": [B, F], "labels": [B]}`.
+
+    Args:
+        feature_extractor: an [`OmniAudioFeatureExtractor`] (or a processor holding one).
+        audio_column (`str`, defaults to `"audio"`): the column of `{"array", "sampling_rate"}` dicts.
+        label_column (`str`, *optional*, defaults to `"label"`): the column of integer labels (e.g. `"speaker_id"`);
+            `None` for no labels.
+        speaker_features (`bool`, defaults to `False`): return the speaker encoder's log-mel frames instead of the
+            waveforms.
+    """
+
+    def __init__(
+        self,
+        feature_extractor,
+        audio_column: str = "audio",
+        label_column: str | None = "label",
+        speaker_features: bool = False,
+    ):
+        self.feature_extractor = getattr(feature_extractor, "feature_extractor", feature_extractor)
+        self.audio_column = audio_column
+        self.label_column = label_column
+        self.speaker_features = speaker_features
+
+    def __call__(self, examples: list[dict]) -> dict:
+        clips = [example[self.audio_column] for example in examples]
+        features = self.feature_extractor(
+            clips,
+            sampling_rate=_sampling_rate(clips),
+            return_speaker_features=self.speaker_features,
+            return_tensors="pt",
+        )
+        if self.speaker_features:
+            names = ("speaker_features", "speaker_attention_mask")
+        else:
+            names = ("input_values", "attention_mask")
+        batch = {name: features[name] for name in names}
+        if self.label_column is not None:
+            batch["labels"] = torch.as_tensor([int(example[self.label_column]) for example in examples])
+        return batch
+
+
+class CTCCollator:
+    """`data_collator` for `Trainer` and [`OmniAudioForCTC`]: pads the batch's clips with the processor's feature
+    extractor and tokenises their transcripts into `labels` (padded with -100).
+
+    Returns `{"input_values": [B, S], "attention_mask": [B, S], "labels": [B, L]}`.
+
+    Args:
+        processor: an [`OmniAudioProcessor`] (feature extractor + character CTC tokenizer).
+        audio_column (`str`, defaults to `"audio"`), text_column (`str`, defaults to `"text"`): the dataset columns.
+    """
+
+    def __init__(self, processor, audio_column: str = "audio", text_column: str = "text"):
+        self.processor = processor
+        self.audio_column = audio_column
+        self.text_column = text_column
+
+    def __call__(self, examples: list[dict]) -> dict:
+        clips = [example[self.audio_column] for example in examples]
+        batch = self.processor(
+            audio=clips,
+            text=[example[self.text_column] for example in examples],
+            sampling_rate=_sampling_rate(clips),
+            return_tensors="pt",
+        )
+        return dict(batch)
+
+
+def ctc_argmax(logits, labels=None):
+    """`preprocess_logits_for_metrics` for `Trainer` with a CTC head: the greedy path (argmax over the vocabulary) of
+    each frame, so evaluation gathers `[B, frames]` ids instead of `[B, frames, vocab]` logits."""
+    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+    return logits.argmax(dim=-1)
+
+
+def ctc_metrics(processor, metric: str = "cer") -> Callable:
+    """A `compute_metrics` for `Trainer` with a CTC head and `preprocess_logits_for_metrics=ctc_argmax`: greedy CTC
+    decoding of the predicted ids with the processor (repeats collapsed, blanks dropped), the labels decoded as they
+    are, scored with the packaged evaluate metric `metric` ("cer" or "wer").
+
+    `Trainer` pads predictions and labels across evaluation batches with -100; both are read as the blank (pad) id.
+    """
+    from . import metrics as omni_metrics
+
+    module = omni_metrics.load(metric, keep_in_memory=True)
+    blank = processor.tokenizer.pad_token_id
+
+    def compute_metrics(eval_prediction) -> dict:
+        predicted_ids = np.where(eval_prediction.predictions == -100, blank, eval_prediction.predictions)
+        label_ids = np.where(eval_prediction.label_ids == -100, blank, eval_prediction.label_ids)
+        predictions = processor.batch_decode(predicted_ids)
+        # labels are the transcripts themselves: repeated characters are real ("11"), not to be collapsed
+        references = processor.batch_decode(label_ids, group_tokens=False)
+        return module.compute(predictions=predictions, references=references)
+
+    return compute_metrics
+
+
+# ------------------------------------------------------------------------------------------------ speaker embeddings
+
+
+@dataclass
+class SpeakerClassifierOutput(ModelOutput):
+    """
+    Output of [`AdditiveMarginSpeakerClassifier`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Additive-margin softmax loss over the training speakers.
+        embeddings (`torch.FloatTensor` of shape `(batch_size, speaker_embedding_size)`):
+            The L2-normalised speaker embeddings (what `Trainer.predict`/`evaluate` hand to `compute_metrics`).
+    """
+
+    loss: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+
+
+class AdditiveMarginSpeakerClassifier(nn.Module):
+    """Training wrapper that teaches the speaker encoder of an [`OmniAudioModel`] to tell speakers apart: additive
+    margin softmax (AM-softmax, CosFace) over the training speakers,
+
+        loss = cross_entropy(scale * (cos θ - margin * onehot(label)), label),
+
+    where `cos θ [B, num_speakers]` are the cosine similarities of the L2-normalised speaker embeddings with one
+    learned direction per speaker. The margin pulls each speaker's embeddings together and pushes speakers apart in
+    cosine terms, which is how embeddings are compared at test time (cosine scoring of verification trials).
+
+    Only the speaker encoder trains: the waveform tokenizer and the Conformer are frozen (they take no part in the
+    speaker embedding). The class directions belong to this wrapper only: [`SpeakerEmbeddingTrainer`] saves
+    `wrapper.model`, a plain `OmniAudioModel` that `AutoModel.from_pretrained` loads.
+
+    Args:
+        model ([`OmniAudioModel`]): the encoder, with a speaker encoder (`config.use_speaker_encoder=True`).
+        num_speakers (`int`): speakers of the training set (labels in `[0, num_speakers)`).
+        margin (`float`, defaults to 0.2): the cosine margin `m`.
+        scale (`float`, defaults to 30.0): the logit scale `s`.
+    """
+
+    def __init__(self, model, num_speakers: int, margin: float = 0.2, scale: float = 30.0):
+        super().__init__()
+        if getattr(model, "speaker_encoder", None) is None:
+            raise ValueError("The model has no speaker encoder: build it with `use_speaker_encoder=True`.")
+        if num_speakers < 2:
+            raise ValueError(f"Speaker classification needs at least 2 speakers, got {num_speakers}.")
+        self.model = model
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith("speaker_encoder."))
+        embedding_size = model.config.speaker_embedding_size
+        self.speaker_directions = nn.Parameter(torch.randn(num_speakers, embedding_size) / math.sqrt(embedding_size))
+        self.margin = margin
+        self.scale = scale
+
+    def forward(
+        self,
+        speaker_features: torch.Tensor,
+        speaker_attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+    ) -> SpeakerClassifierOutput:
+        """
+        Args:
+            speaker_features (`torch.FloatTensor` of shape `(batch_size, num_mel_frames, speaker_num_mel_bins)`):
+                Log-mel frames: the extractor's `speaker_features` ([`AudioCollator`] with `speaker_features=True`).
+            speaker_attention_mask (`torch.LongTensor` of shape `(batch_size, num_mel_frames)`, *optional*):
+                1 on valid frames.
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): speaker ids in `[0, num_speakers)`.
+        """
+        embeddings = self.model.get_speaker_embeddings(speaker_features, speaker_attention_mask)
+        loss = None
+        if labels is not None:
+            if int(labels.min()) < 0 or int(labels.max()) >= len(self.speaker_directions):
+                raise ValueError(
+                    f"Speaker labels must be in [0, {len(self.speaker_directions)}), got "
+                    f"{labels.min().item()}..{labels.max().item()}."
+                )
+            directions = nn.functional.normalize(self.speaker_directions.float(), dim=-1)
+            cosine = embeddings.float() @ directions.T
+            margins = self.margin * nn.functional.one_hot(labels, len(self.speaker_directions))
+            loss = nn.functional.cross_entropy(self.scale * (cosine - margins), labels)
+        return SpeakerClassifierOutput(loss=loss, embeddings=embeddings)
+
+
+SPEAKER_CLASSIFIER_WEIGHTS = "speaker_classifier.safetensors"
+
+
+class SpeakerEmbeddingTrainer(Trainer):
+    """`Trainer` for an [`AdditiveMarginSpeakerClassifier`] whose saved model is the plain `OmniAudioModel` inside it.
+
+    Every checkpoint and the final `save_model()` folder hold the `OmniAudioModel` as `save_pretrained` writes it
+    (`config.json`, `model.safetensors`: `AutoModel.from_pretrained(folder)` loads it) plus the speaker directions of
+    the margin softmax in `speaker_classifier.safetensors`, which resuming (`resume_from_checkpoint`) and
+    `load_best_model_at_end` read back. Evaluation keeps the dataset order (no length grouping), so that
+    `compute_metrics` can score verification trials given as row indices (see [`speaker_verification_metrics`]).
+    """
+
+    def __init__(self, model: AdditiveMarginSpeakerClassifier, *args, **kwargs):
+        if not isinstance(model, AdditiveMarginSpeakerClassifier):
+            raise ValueError(
+                f"SpeakerEmbeddingTrainer trains an AdditiveMarginSpeakerClassifier, got {type(model).__name__}."
+            )
+        super().__init__(model, *args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        classifier = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        classifier.model.save_pretrained(output_dir)
+        save_file(
+            {"speaker_directions": classifier.speaker_directions.detach().contiguous().cpu()},
+            os.path.join(output_dir, SPEAKER_CLASSIFIER_WEIGHTS),
+            metadata={"format": "pt"},
+        )
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        classifier = self.accelerator.unwrap_model(model if model is not None else self.model)
+        weights = os.path.join(resume_from_checkpoint, SAFE_WEIGHTS_NAME)
+        directions = os.path.join(resume_from_checkpoint, SPEAKER_CLASSIFIER_WEIGHTS)
+        for path in (weights, directions):
+            if not os.path.isfile(path):
+                raise ValueError(f"Can't find {os.path.basename(path)} in the checkpoint {resume_from_checkpoint}.")
+        logger.info(f"Loading the speaker model from {resume_from_checkpoint}.")
+        classifier.model.load_state_dict(load_file(weights, device="cpu"))
+        classifier.speaker_directions.data.copy_(load_file(directions, device="cpu")["speaker_directions"])
+
+    def _load_best_model(self) -> None:
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
+
+    def _get_eval_sampler(self, eval_dataset):
+        return SequentialSampler(eval_dataset) if eval_dataset is not None and has_length(eval_dataset) else None
+
+
+def speaker_verification_metrics(trials) -> Callable:
+    """A `compute_metrics` for [`SpeakerEmbeddingTrainer`]: scores verification trials by the cosine similarity of
+    the two utterances' speaker embeddings and returns the equal error rate (`{"eer": ..., "threshold": ...}`).
+
+    Args:
+        trials: a `datasets.Dataset` (or dict) with columns `enrollment`, `test` (row indices into the evaluation
+            dataset) and `label` (1 = same speaker), e.g. from `omni_encoders.data.make_verification_trials`. The
+            evaluation set must be predicted in its own order (as `SpeakerEmbeddingTrainer` does).
+    """
+    from . import metrics as omni_metrics
+
+    module = omni_metrics.load("eer", keep_in_memory=True)
+    enrollment, test = np.asarray(trials["enrollment"]), np.asarray(trials["test"])
+    labels = np.asarray(trials["label"])
+
+    def compute_metrics(eval_prediction) -> dict:
+        embeddings = eval_prediction.predictions
+        embeddings = embeddings[0] if isinstance(embeddings, (tuple, list)) else embeddings
+        if len(embeddings) <= max(enrollment.max(), test.max()):
+            raise ValueError(
+                f"The trials index {max(enrollment.max(), test.max()) + 1} utterances, but {len(embeddings)} were "
+                "embedded: evaluate on the dataset the trials were drawn from."
+            )
+        embeddings = embeddings / np.linalg.norm(embeddings, axis=-1, keepdims=True).clip(min=1e-12)
+        scores = (embeddings[enrollment] * embeddings[test]).sum(-1)
+        return module.compute(predictions=scores, references=labels)
+
+    return compute_metrics
+
+
+__all__ = [
+    "SPEAKER_CLASSIFIER_WEIGHTS",
+    "AdditiveMarginSpeakerClassifier",
+    "AudioCollator",
+    "CTCCollator",
+    "ImageClassificationTransform",
+    "SpeakerClassifierOutput",
+    "SpeakerEmbeddingTrainer",
+    "audio_lengths",
+    "classification_metrics",
+    "ctc_argmax",
+    "ctc_metrics",
+    "speaker_verification_metrics",
+]
