@@ -58,12 +58,83 @@ def _check_image_classifier(output_dir: str, cache_dir: Path, results: dict) -> 
     assert sum(correct) / NUM_EVAL == pytest.approx(results["eval_accuracy"], abs=1e-9)
 
 
+# The audio recipes' tiny encoder: 4 strided convolutions (320 samples per frame), one Conformer block of width 16.
+TINY_AUDIO_FLAGS = [
+    "--tokenizer_channels", "8", "16", "16", "16", "--tokenizer_kernel_sizes", "10", "8", "4", "4",
+    "--tokenizer_strides", "5", "4", "4", "4", "--hidden_size", "16", "--num_hidden_layers", "1",
+    "--num_attention_heads", "2", "--num_key_value_heads", "1", "--kv_lora_rank", "8", "--qk_rope_head_dim", "4",
+    "--conv_kernel_size", "5", "--hidden_dropout", "0",
+]  # fmt: skip
+# Four voices (two of each engine; the split holds one of each out) say few, short utterances: synthesised in seconds.
+TINY_SPEECH = {"num_voices": 4, "test_voices": 0.2}
+TINY_DIGITS = {**TINY_SPEECH, "repeats": 1}
+TINY_STRINGS = {**TINY_SPEECH, "utterances_per_voice": 10, "max_digits": 4}
+
 TINY_MODEL_FLAGS = {
     "image_classification": [
         "--image_size", "16", "--patch_size", "4", "--hidden_size", "32", "--backbone_layers", "1",
         "--num_hidden_layers", "1", "--num_attention_heads", "4", "--num_tokens", "4",
     ],
+    "audio_classification": TINY_AUDIO_FLAGS,
+    "speech_recognition_ctc": TINY_AUDIO_FLAGS,
+    "speaker_embedding": [
+        *TINY_AUDIO_FLAGS, "--speaker_hidden_size", "16", "--speaker_num_conv_layers", "1",
+        "--speaker_num_lstm_layers", "1", "--speaker_embedding_size", "16",
+    ],
 }  # fmt: skip
+
+
+def _speech_flags(builder_kwargs: dict) -> list[str]:
+    return [item for key, value in builder_kwargs.items() for item in (f"--{key}", str(value))]
+
+
+def _check_audio_classifier(output_dir: str, cache_dir: Path, results: dict) -> None:
+    from omni_encoders.data import DIGIT_WORDS, build_spoken_digits
+
+    classifier = pipeline("audio-classification", model=output_dir, device="cpu")
+    held_out = build_spoken_digits(**TINY_DIGITS, cache_dir=cache_dir)["test"]
+    clips = [{"raw": clip["array"], "sampling_rate": 16000} for clip in held_out["audio"]]
+    predictions = classifier(clips, top_k=10)
+    assert {p["label"] for p in predictions[0]} == set(DIGIT_WORDS)
+    assert abs(sum(p["score"] for p in predictions[0]) - 1) < 1e-4
+    labels = [DIGIT_WORDS[label] for label in held_out["label"]]
+    correct = [top[0]["label"] == label for top, label in zip(predictions, labels, strict=True)]
+    assert sum(correct) / len(held_out) == pytest.approx(results["eval_accuracy"], abs=1e-9)
+
+
+def _check_speech_recognizer(output_dir: str, cache_dir: Path, results: dict) -> None:
+    from omni_encoders import metrics
+    from omni_encoders.data import build_spoken_digit_strings
+
+    recognizer = pipeline("automatic-speech-recognition", model=output_dir, device="cpu")
+    assert type(recognizer.model).__name__ == "OmniAudioForCTC"
+    held_out = build_spoken_digit_strings(**TINY_STRINGS, cache_dir=cache_dir)["test"]
+    clips = [{"raw": clip["array"], "sampling_rate": 16000} for clip in held_out["audio"]]
+    transcripts = [output["text"] for output in recognizer(clips)]
+    assert all(set(text) <= set("0123456789") for text in transcripts)
+    cer = metrics.load("cer").compute(predictions=transcripts, references=list(held_out["digits"]))["cer"]
+    assert cer == pytest.approx(results["eval_cer"], abs=1e-9)
+
+
+def _check_speaker_model(output_dir: str, cache_dir: Path, results: dict) -> None:
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    from omni_encoders import OmniAudioModel, metrics
+    from omni_encoders.data import build_spoken_digit_strings, make_verification_trials
+
+    model = AutoModel.from_pretrained(output_dir).eval()
+    assert type(model) is OmniAudioModel  # the margin softmax's speaker directions stay out of the model
+    extractor = AutoFeatureExtractor.from_pretrained(output_dir)
+    dataset = build_spoken_digit_strings(**{**TINY_STRINGS, "test_voices": 0}, cache_dir=cache_dir)
+    held_out = dataset["test_seen_voices"]
+    features = extractor(list(held_out["audio"]), return_speaker_features=True, sampling_rate=16000,
+                         return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        embeddings = model.get_speaker_embeddings(features.speaker_features, features.speaker_attention_mask).numpy()
+    trials = make_verification_trials(list(held_out["speaker_id"]), num_trials=200)
+    scores = (embeddings[trials["enrollment"]] * embeddings[trials["test"]]).sum(-1)
+    eer = metrics.load("eer").compute(predictions=scores, references=list(trials["label"]))["eer"]
+    assert eer == pytest.approx(results["eval_eer"], abs=1e-6)
 
 TINY_RECIPES = {
     "image_classification": TinyRecipe(
@@ -76,6 +147,38 @@ TINY_RECIPES = {
         ],
         metric="eval_accuracy",
         check_saved=_check_image_classifier,
+    ),
+    "audio_classification": TinyRecipe(
+        script="audio_classification",
+        args=[
+            *TINY_MODEL_FLAGS["audio_classification"], *_speech_flags(TINY_DIGITS), "--per_device_train_batch_size",
+            "8", "--per_device_eval_batch_size", "8", "--learning_rate", "5e-3", "--lr_scheduler_type", "constant",
+            "--warmup_steps", "0", "--bf16", "false",  # float32 like the pipeline: the same predictions
+        ],
+        metric="eval_accuracy",
+        check_saved=_check_audio_classifier,
+    ),
+    "speech_recognition_ctc": TinyRecipe(
+        script="speech_recognition_ctc",
+        args=[
+            *TINY_MODEL_FLAGS["speech_recognition_ctc"], *_speech_flags(TINY_STRINGS),
+            "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--learning_rate", "5e-3",
+            "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--bf16", "false",
+        ],
+        metric="eval_cer",
+        check_saved=_check_speech_recognizer,
+    ),
+    "speaker_embedding": TinyRecipe(
+        script="speaker_embedding",
+        args=[
+            *TINY_MODEL_FLAGS["speaker_embedding"], *_speech_flags({**TINY_STRINGS, "test_voices": 0}),
+            "--num_trials", "200", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
+            # a gentler margin softmax than the recipe's: 30 steps at scale 30 collapse the tiny model's embeddings
+            "--scale", "10", "--learning_rate", "2e-3", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+            "--bf16", "false",
+        ],
+        metric="eval_eer",
+        check_saved=_check_speaker_model,
     ),
 }  # fmt: skip
 
@@ -128,6 +231,95 @@ def test_image_transform_and_metrics_feed_the_trainer(cache_dir):
         label_ids = np.array([0, 1, 1, 2])
 
     assert classification_metrics("accuracy")(Prediction()) == {"accuracy": 0.75}
+
+
+def test_audio_collator_pads_dataset_rows_with_the_feature_extractor():
+    from omni_encoders import OmniAudioFeatureExtractor
+    from omni_encoders.training import AudioCollator
+
+    rng = np.random.default_rng(0)
+    # what a `datasets` row in numpy format holds: the rate is a 0-d array
+    rows = [
+        {"audio": {"array": rng.standard_normal(n).astype(np.float32), "sampling_rate": np.array(16000)}, "label": i}
+        for i, n in enumerate([700, 1000, 640])
+    ]
+    extractor = OmniAudioFeatureExtractor(samples_per_frame=320)
+    batch = AudioCollator(extractor)(rows)
+    assert set(batch) == {"input_values", "attention_mask", "labels"}
+    assert batch["input_values"].shape == batch["attention_mask"].shape == (3, 1000)
+    assert batch["attention_mask"].sum(-1).tolist() == [700, 1000, 640] and batch["labels"].tolist() == [0, 1, 2]
+    alone = extractor(rows[0]["audio"]["array"], sampling_rate=16000, return_tensors="pt").input_values[0]
+    assert torch.allclose(batch["input_values"][0, :700], alone)
+
+    speaker = AudioCollator(extractor, label_column=None, speaker_features=True)(rows)
+    assert set(speaker) == {"speaker_features", "speaker_attention_mask"}
+    assert speaker["speaker_features"].shape == (3, 1000 // 160, 80)
+    assert speaker["speaker_attention_mask"].sum(-1).tolist() == [700 // 160, 1000 // 160, 640 // 160]
+
+
+def test_ctc_collator_and_metrics_decode_greedy_paths_and_score_the_cer():
+    from omni_encoders import OmniAudioProcessor
+    from omni_encoders.training import CTCCollator, ctc_argmax, ctc_metrics
+
+    processor = OmniAudioProcessor.from_characters("0123456789")
+    rows = [{"audio": {"array": np.ones(n, np.float32), "sampling_rate": 16000}, "digits": d}
+            for n, d in [(900, "3114"), (700, "27")]]  # fmt: skip
+    batch = CTCCollator(processor, text_column="digits")(rows)
+    ids = processor.tokenizer.convert_tokens_to_ids
+    assert batch["labels"].tolist() == [ids(list("3114")), [*ids(list("27")), -100, -100]]
+    assert batch["input_values"].shape == (2, 900)
+
+    blank = processor.tokenizer.pad_token_id
+    # greedy paths "3 3 _ 1 _ 1 4" -> "3114" and "2 7 7" -> "27" (the second padded by Trainer with -100)
+    paths = np.array([[ids("3"), ids("3"), blank, ids("1"), blank, ids("1"), ids("4")],
+                      [ids("2"), ids("7"), ids("7"), -100, -100, -100, -100]])  # fmt: skip
+    logits = torch.nn.functional.one_hot(torch.as_tensor(np.where(paths < 0, blank, paths)), len(processor.tokenizer))
+    assert ctc_argmax((logits.float(), None)).tolist() == np.where(paths < 0, blank, paths).tolist()
+
+    class Prediction:
+        predictions = paths
+        label_ids = batch["labels"].numpy()
+
+    assert ctc_metrics(processor, "cer")(Prediction()) == {"cer": 0.0}
+    Prediction.label_ids = processor(text=["3104", "28"], return_tensors="np")["input_ids"]
+    assert ctc_metrics(processor, "cer")(Prediction()) == {"cer": pytest.approx(2 / 6)}
+
+
+def test_speaker_classifier_trains_only_the_speaker_encoder_and_verification_metrics_score_trials():
+    from helpers import tiny_audio_config
+
+    from omni_encoders import OmniAudioModel
+    from omni_encoders.training import AdditiveMarginSpeakerClassifier, speaker_verification_metrics
+
+    torch.manual_seed(0)
+    model = OmniAudioModel(tiny_audio_config())
+    classifier = AdditiveMarginSpeakerClassifier(model, num_speakers=3, margin=0.2, scale=30.0)
+    trainable = {name for name, p in classifier.named_parameters() if p.requires_grad}
+    assert trainable == {"speaker_directions"} | {f"model.{n}" for n, _ in model.speaker_encoder.named_parameters(
+        prefix="speaker_encoder")}  # fmt: skip
+    features, labels = torch.randn(4, 30, 80), torch.tensor([0, 1, 2, 1])
+    output = classifier(features, torch.ones(4, 30, dtype=torch.long), labels=labels)
+    output.loss.backward()
+    assert output.embeddings.shape == (4, 12) and torch.allclose(output.embeddings.norm(dim=-1), torch.ones(4))
+    # the margin: the loss is the cross-entropy of the scaled cosines with m subtracted from the true class
+    directions = torch.nn.functional.normalize(classifier.speaker_directions.detach(), dim=-1)
+    cosine = output.embeddings.detach() @ directions.T
+    expected = torch.nn.functional.cross_entropy(30 * (cosine - 0.2 * torch.eye(3)[labels]), labels)
+    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert model.speaker_encoder.output_proj.weight.grad is not None
+    with pytest.raises(ValueError, match="Speaker labels must be in"):
+        classifier(features, labels=torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="no speaker encoder"):
+        AdditiveMarginSpeakerClassifier(OmniAudioModel(tiny_audio_config(use_speaker_encoder=False)), 3)
+
+    class Prediction:  # utterances 0, 1 by one speaker, 2, 3 by another; 4 scores below the same-speaker pairs
+        predictions = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.6, 0.6]])
+        label_ids = None
+
+    trials = {"enrollment": [0, 2, 0, 1, 4], "test": [1, 3, 2, 3, 0], "label": [1, 1, 0, 0, 0]}
+    assert speaker_verification_metrics(trials)(Prediction())["eer"] == 0.0
+    trials["label"] = [0, 0, 1, 1, 1]  # scored the other way round: every decision wrong
+    assert speaker_verification_metrics(trials)(Prediction())["eer"] == 1.0
 
 
 # ----------------------------------------------------------------------------------------- tiny recipes learn
@@ -201,6 +393,36 @@ def test_interrupted_run_resumed_from_its_checkpoint_ends_with_the_same_weights(
     module.main([*args, "--output_dir", str(tmp_path / "c"), "--ignore_data_skip", "true"])
     weights_c = load_file(tmp_path / "c" / "model.safetensors")
     assert any(not torch.equal(weights_a[key], weights_c[key]) for key in weights_a)
+
+
+def test_speaker_trainer_saves_a_plain_audio_model_and_resumes_to_the_same_weights(tmp_path, cache_dir, one_thread):
+    """The speaker recipe trains a wrapper (speaker encoder + margin-softmax directions) but its checkpoints are
+    `OmniAudioModel` folders plus `speaker_classifier.safetensors`: resuming one restores both, so an interrupted run
+    ends where an uninterrupted one does."""
+    module = load_recipe("speaker_embedding")
+    args = [
+        *TINY_MODEL_FLAGS["speaker_embedding"], *_speech_flags({**TINY_STRINGS, "test_voices": 0}),
+        "--per_device_train_batch_size", "8", "--warmup_steps", "2", "--max_steps", "7", "--save_strategy", "steps",
+        "--save_steps", "3", "--logging_steps", "1", "--do_eval", "false", "--dataset_cache_dir", str(cache_dir),
+        "--disable_tqdm", "true", "--bf16", "false",
+    ]  # fmt: skip
+    uninterrupted = module.main([*args, "--output_dir", str(tmp_path / "a")])
+    with pytest.raises(KeyboardInterrupt):
+        module.main([*args, "--output_dir", str(tmp_path / "b")], callbacks=[InterruptAfterCheckpoint(3)])
+    checkpoint = tmp_path / "b" / "checkpoint-3"
+    assert {"config.json", "model.safetensors", "speaker_classifier.safetensors"} <= set(os.listdir(checkpoint))
+    directions_at_3 = load_file(checkpoint / "speaker_classifier.safetensors")["speaker_directions"]
+    resumed = module.main([*args, "--output_dir", str(tmp_path / "b")])
+
+    assert losses(resumed["log_history"]) == losses(uninterrupted["log_history"])
+    for name in ("model.safetensors", "speaker_classifier.safetensors"):
+        weights_a, weights_b = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
+        assert weights_a.keys() == weights_b.keys()
+        for key in weights_a:
+            assert torch.equal(weights_a[key], weights_b[key]), (name, key)
+    # the directions kept training after the checkpoint: the comparison above can fail
+    directions_at_7 = load_file(tmp_path / "a" / "speaker_classifier.safetensors")["speaker_directions"]
+    assert not torch.equal(directions_at_3, directions_at_7)
 
 
 def test_gradient_accumulation_trains_like_the_whole_batch(tmp_path, cache_dir, one_thread):

@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+# Copyright 2026 The omni-encoders developers. Licensed under the Apache License, Version 2.0.
+"""Train `OmniAudioForCTC` to transcribe spoken digit strings with 🤗 Trainer (CTC over a character vocabulary).
+
+The data comes from `omni_encoders.data.build_spoken_digit_strings`: strings of 3 to 6 random digits read out digit by
+digit ("three one four") by espeak-ng and flite voices, each utterance with its own speed and pitch. The transcript
+the model learns is the `digits` column ("314"): a vocabulary of the ten digits (plus the CTC blank and the tokenizer's
+special tokens, `OmniAudioProcessor.from_characters("0123456789")`), so the character error rate is the digit error
+rate. The held-out set is by default the `test` split, whose voices are never heard in training (`--eval_split
+test_seen_voices` scores held-out utterances of the training voices instead). Predictions are decoded greedily
+(argmax per frame, `ctc_argmax`; repeats collapsed and blanks dropped by the processor) and scored with
+`omni_encoders.metrics.load("cer")`.
+
+By default the model is a small one trained from scratch on the raw waveform: a 5-layer convolutional tokenizer with
+320 samples per frame (50 frames/s; the strings need at most 6 labels in well over 6 frames) and Conformer blocks of
+width 128. The output folder holds the model and its processor (feature extractor + tokenizer), so
+
+    pipeline("automatic-speech-recognition", model=output_dir)
+
+transcribes audio with it. Run it as a script or with accelerate:
+
+    python examples/speech_recognition_ctc.py --output_dir runs/speech_recognition_ctc
+    accelerate launch --multi_gpu --num_processes 2 examples/speech_recognition_ctc.py --output_dir runs/ctc \\
+        --per_device_train_batch_size 16
+
+`docs/RESULTS.md` lists the commands, times and error rates measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from datasets import concatenate_datasets
+from transformers import AutoModelForCTC, AutoProcessor, Trainer, TrainingArguments, set_seed
+
+from omni_encoders import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioForCTC, OmniAudioProcessor
+from omni_encoders.data import DIGIT_WORDS, build_spoken_digit_strings, build_spoken_digits
+from omni_encoders.training import CTCCollator, audio_lengths, ctc_argmax, ctc_metrics
+from recipe_utils import (
+    AudioModelArguments,
+    SpeechDataArguments,
+    parse_args,
+    run_training,
+    select_first,
+    setup_logging,
+)
+
+
+logger = logging.getLogger(__name__)
+
+# The recipe's settings: `python examples/speech_recognition_ctc.py --output_dir DIR` reaches the error rate reported
+# in docs/RESULTS.md with them. Every one can be overridden on the command line.
+TRAINING_DEFAULTS = {
+    "do_train": True,
+    "do_eval": True,
+    "tokenizer_channels": [16, 64, 128, 128, 128],
+    "hidden_size": 128,
+    "num_hidden_layers": 3,
+    "kv_lora_rank": 64,
+    "qk_rope_head_dim": 16,
+    "learning_rate": 2e-3,
+    "weight_decay": 0.05,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.1,
+    "num_train_epochs": 8,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64,
+    "train_sampling_strategy": "group_by_length",
+    "bf16": True,
+    "logging_steps": 20,
+    "eval_strategy": "no",
+    "save_strategy": "epoch",
+    "save_total_limit": 1,
+    "seed": 42,
+}
+
+
+@dataclass
+class DataArguments(SpeechDataArguments):
+    """Spoken digit strings from `omni_encoders.data.build_spoken_digit_strings`."""
+
+    utterances_per_voice: int = field(default=40, metadata={"help": "Digit strings said by each voice."})
+    min_digits: int = field(default=3, metadata={"help": "Shortest digit string."})
+    max_digits: int = field(default=6, metadata={"help": "Longest digit string."})
+    text_column: str = field(
+        default="digits", metadata={"help": 'The transcript: `digits` ("314") or `text` ("three one four").'}
+    )
+    eval_splits: list[str] = field(
+        default_factory=lambda: ["test_seen_voices", "test"],
+        metadata={
+            "help": "Held-out splits to score: `test_seen_voices` (held-out utterances of the training voices) and/or "
+            "`test` (voices never heard in training); metrics `eval_<split>_cer`."
+        },
+    )
+    spoken_digit_repeats: int = field(
+        default=2,
+        metadata={
+            "help": "Also train on the single spoken digits of the training voices (`build_spoken_digits`, each digit "
+            "said this many times per voice; the same voices and split): one-label utterances that get CTC past its "
+            "all-blank start. 0: digit strings only."
+        },
+    )
+
+
+def vocabulary(text_column: str) -> str:
+    """The characters of the transcripts: the digits, or the letters of the digit words."""
+    if text_column == "digits":
+        return "0123456789"
+    return "".join(sorted(set("".join(DIGIT_WORDS))))
+
+
+def make_trainer(
+    model_args: AudioModelArguments, data_args: DataArguments, training_args: TrainingArguments, callbacks=None
+) -> Trainer:
+    """The recipe's `Trainer`: spoken digit strings in, held-out utterances as the evaluation set."""
+    with training_args.main_process_first(desc="synthesising the spoken digit strings"):
+        dataset = build_spoken_digit_strings(
+            utterances_per_voice=data_args.utterances_per_voice,
+            min_digits=data_args.min_digits,
+            max_digits=data_args.max_digits,
+            **data_args.builder_kwargs(),
+        )
+    train_dataset = dataset["train"]
+    if data_args.spoken_digit_repeats > 0:
+        with training_args.main_process_first(desc="synthesising the spoken digits"):
+            digits = build_spoken_digits(repeats=data_args.spoken_digit_repeats, **data_args.builder_kwargs())
+        # the same voices in the same split (same seed and voices): no held-out voice is trained on
+        assert digits["train"].features["speaker_id"] == train_dataset.features["speaker_id"]
+        train_dataset = concatenate_datasets([train_dataset, digits["train"].remove_columns("label")])
+        train_dataset.set_format("numpy", columns=["audio"], output_all_columns=True)
+    train_dataset = select_first(train_dataset, data_args.max_train_samples)
+    # The lengths `group_by_length` batches by (read once here instead of from every clip at each epoch).
+    length = training_args.length_column_name
+    train_dataset = train_dataset.add_column(length, audio_lengths(train_dataset))
+    eval_datasets = {}
+    for split in data_args.eval_splits:
+        eval_dataset = select_first(dataset[split], data_args.max_eval_samples)
+        eval_datasets[split] = eval_dataset.add_column(length, audio_lengths(eval_dataset))
+
+    if model_args.model_name_or_path is not None:
+        processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
+        model = AutoModelForCTC.from_pretrained(
+            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation
+        )
+    else:
+        processor = OmniAudioProcessor.from_characters(
+            vocabulary(data_args.text_column),
+            feature_extractor=OmniAudioFeatureExtractor(samples_per_frame=math.prod(model_args.tokenizer_strides)),
+        )
+        config = OmniAudioConfig(
+            **model_args.config_kwargs(),
+            vocab_size=len(processor.tokenizer),
+            pad_token_id=processor.tokenizer.pad_token_id,  # the CTC blank
+            bos_token_id=processor.tokenizer.bos_token_id,
+            eos_token_id=processor.tokenizer.eos_token_id,
+        )
+        model = OmniAudioForCTC(config)
+    logger.info(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    return Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_datasets,
+        data_collator=CTCCollator(processor, text_column=data_args.text_column),
+        processing_class=processor,
+        compute_metrics=ctc_metrics(processor, "cer"),
+        preprocess_logits_for_metrics=ctc_argmax,
+        callbacks=callbacks,
+    )
+
+
+def main(args: list[str] | None = None, callbacks=None) -> dict:
+    """Run the recipe with command-line `args` (default: `sys.argv`) and extra `TrainerCallback`s; returns the
+    held-out metrics, the training loss and the log history."""
+    started_at = time.perf_counter()
+    model_args, data_args, training_args = parse_args(
+        (AudioModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args
+    )
+    # Trainer keeps only the columns the model's forward takes; the collator needs the raw audio and transcript.
+    training_args.remove_unused_columns = False
+    setup_logging(training_args)
+    set_seed(training_args.seed)  # before the model is built: the same seed gives the same initial weights
+    trainer = make_trainer(model_args, data_args, training_args, callbacks=callbacks)
+    return run_training(
+        trainer,
+        recipe="speech_recognition_ctc",
+        held_out_split=",".join(data_args.eval_splits),
+        args=args,
+        started_at=started_at,
+    )
+
+
+if __name__ == "__main__":
+    main()
