@@ -20,9 +20,23 @@ import yaml
 from transformers import AutoModel, AutoModelForImageClassification, PreTrainedConfig
 from transformers.modelcard import TrainingSummary
 
-from helpers import max_abs_diff, run_without_package, tiny_vision_config
+from helpers import (
+    max_abs_diff,
+    run_without_package,
+    tiny_audio_config,
+    tiny_audio_decoder_config,
+    tiny_video_config,
+    tiny_vision_config,
+)
 from hub_server import HubServer
-from omni_encoders import OmniVisionForImageClassification, OmniVisionModel
+from omni_encoders import (
+    OmniAudioDecoderModel,
+    OmniAudioForAudioClassification,
+    OmniAudioForCTC,
+    OmniVideoForVideoClassification,
+    OmniVisionForImageClassification,
+    OmniVisionModel,
+)
 from omni_encoders.modelcard import MODEL_CARD_SPECS, TEMPLATES_DIR, create_model_card
 
 
@@ -405,23 +419,61 @@ def test_model_card_takes_the_metrics_of_a_training_run():
 
 
 def fake_config(model_type: str) -> PreTrainedConfig:
-    """A bare config of a model type whose model is not on this branch yet."""
+    """A bare config of a model type that is not ours."""
     return type("FakeConfig", (PreTrainedConfig,), {"model_type": model_type})()
 
 
-@pytest.mark.parametrize("model_type, pipeline_tag", [
-    ("omni_vision", "image-feature-extraction"),
-    ("omni_video", "feature-extraction"),
-    ("omni_audio", "feature-extraction"),
-    ("omni_audio_decoder", "text-to-audio"),
+TINY_CONFIGS = {
+    "omni_vision": tiny_vision_config,
+    "omni_video": tiny_video_config,
+    "omni_audio": tiny_audio_config,
+    "omni_audio_decoder": tiny_audio_decoder_config,
+}
+
+
+@pytest.mark.parametrize("model_type, pipeline_tag, shown", [
+    ("omni_vision", "image-feature-extraction", ["`[batch, 6, 32]`", "`siglip_vision_model`: hidden size 32, 2 layers"]),
+    ("omni_video", "feature-extraction", [
+        "`[batch, T × 3, 32]`", "2 blocks of 4 heads", "4 SwiGLU experts of width 48, top-2", "4×4 patches per frame",
+    ]),
+    ("omni_audio", "feature-extraction", [
+        "channels 8, 8, 16, 16, 32, 32", "`[batch, samples // 64, 32]`", "latent of rank 8, expanded to 2 grouped",
+        "depthwise kernel 7", "embedding (12 dimensions)",
+    ]),
+    ("omni_audio_decoder", "text-to-audio", [
+        "1 feed-forward Transformer blocks (RMLA attention with 4 heads", "20-bin mel spectrogram + 2-layer", "kernels 3;",
+        "`[batch]` / `[batch, 8]`", "32 initial channels",
+    ]),
 ])
-def test_every_model_type_has_a_template_that_renders(model_type, pipeline_tag):
-    config = tiny_vision_config() if model_type == "omni_vision" else fake_config(model_type)
-    card = create_model_card(config, model_id=f"org/{model_type}")
+def test_every_model_type_has_a_template_that_renders(model_type, pipeline_tag, shown):
+    """Each template renders for the real config of its model type and shows that config's sizes, not defaults."""
+    card = create_model_card(TINY_CONFIGS[model_type](), model_id=f"org/{model_type}")
     metadata = front_matter(str(card))
     assert metadata["pipeline_tag"] == pipeline_tag and model_type in metadata["tags"]
     assert f'from_pretrained("org/{model_type}"' in card.text and "## Citation" in card.text
     assert "{{" not in card.text and "{%" not in card.text
+    for text in shown:
+        assert text in card.text, text
+
+
+@pytest.mark.parametrize("model_class, config, pipeline_tag, shown", [
+    (OmniVideoForVideoClassification, tiny_video_config(num_labels=2, frame_causal=False), "video-classification",
+     ["over every frame (`frame_causal=False`)", "| `logits` | `[batch, 2]` |"]),
+    (OmniAudioForCTC, tiny_audio_config(use_quantizer=True), "automatic-speech-recognition",
+     ["residual VQ with 3 codebooks × 16 entries", "| `logits` | `[batch, samples // 64, 32]` |"]),
+    (OmniAudioForAudioClassification, tiny_audio_config(num_labels=3, use_speaker_encoder=False), "audio-classification",
+     ["3 classes", "| `logits` | `[batch, 3]` |"]),
+    (OmniAudioDecoderModel, tiny_audio_decoder_config(num_speakers=0, postnet_layers=0), "text-to-audio",
+     ["| speaker | a zero-shot", "→ 20-bin mel spectrogram |"]),
+])
+def test_model_cards_of_the_heads_follow_their_config(model_class, config, pipeline_tag, shown):
+    card = create_model_card(model_class(config), model_id="org/head")
+    assert card.data.pipeline_tag == pipeline_tag
+    assert f'{model_class._auto_class}.from_pretrained("org/head", trust_remote_code=True)' in card.text
+    for text in shown:
+        assert text in card.text, text
+    if not getattr(config, "use_speaker_encoder", True):
+        assert "speaker encoder |" not in card.text
 
 
 def test_templates_ship_inside_the_package():
