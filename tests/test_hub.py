@@ -432,16 +432,20 @@ TINY_CONFIGS = {
 
 
 @pytest.mark.parametrize("model_type, pipeline_tag, shown", [
-    ("omni_vision", "image-feature-extraction", ["`[batch, 6, 32]`", "`siglip_vision_model`: hidden size 32, 2 layers"]),
+    ("omni_vision", "image-feature-extraction", [
+        "`[batch, 6, 32]`", "`siglip_vision_model`: hidden size 32, 2 layers",
+    ]),
     ("omni_video", "feature-extraction", [
-        "`[batch, T × 3, 32]`", "2 blocks of 4 heads", "4 SwiGLU experts of width 48, top-2", "4×4 patches per frame",
+        "`[batch, T × 3, 32]`", "2 blocks of 4 heads", "4 SwiGLU experts of width 48, top-2",
+        "4×4 patches per frame",
     ]),
     ("omni_audio", "feature-extraction", [
         "channels 8, 8, 16, 16, 32, 32", "`[batch, samples // 64, 32]`", "latent of rank 8, expanded to 2 grouped",
         "depthwise kernel 7", "embedding (12 dimensions)",
     ]),
     ("omni_audio_decoder", "text-to-audio", [
-        "1 feed-forward Transformer blocks (RMLA attention with 4 heads", "20-bin mel spectrogram + 2-layer", "kernels 3;",
+        "1 feed-forward Transformer blocks (RMLA attention with 4 heads", "20-bin mel spectrogram + 2-layer",
+        "kernels 3;",
         "`[batch]` / `[batch, 8]`", "32 initial channels",
     ]),
 ])
@@ -461,8 +465,8 @@ def test_every_model_type_has_a_template_that_renders(model_type, pipeline_tag, 
      ["over every frame (`frame_causal=False`)", "| `logits` | `[batch, 2]` |"]),
     (OmniAudioForCTC, tiny_audio_config(use_quantizer=True), "automatic-speech-recognition",
      ["residual VQ with 3 codebooks × 16 entries", "| `logits` | `[batch, samples // 64, 32]` |"]),
-    (OmniAudioForAudioClassification, tiny_audio_config(num_labels=3, use_speaker_encoder=False), "audio-classification",
-     ["3 classes", "| `logits` | `[batch, 3]` |"]),
+    (OmniAudioForAudioClassification, tiny_audio_config(num_labels=3, use_speaker_encoder=False),
+     "audio-classification", ["3 classes", "| `logits` | `[batch, 3]` |"]),
     (OmniAudioDecoderModel, tiny_audio_decoder_config(num_speakers=0, postnet_layers=0), "text-to-audio",
      ["| speaker | a zero-shot", "→ 20-bin mel spectrogram |"]),
 ])

@@ -47,9 +47,9 @@ compresses each frame after the video blocks, with its own `num_tokens_per_frame
 
 | reference | omni-encoders |
 |---|---|
-| `encoder_blocks.N.attn.to_qkv` (q, k, v stacked) | `layers.N.spatial_attn.{q,k,v}_proj` and `layers.N.temporal_attn.{q,k,v}_proj` |
-| `encoder_blocks.N.attn.to_out` | `layers.N.spatial_attn.o_proj` and `layers.N.temporal_attn.o_proj` |
-| `encoder_blocks.N.attn.norm` | `layers.N.spatial_layernorm` and `layers.N.temporal_layernorm` |
+| `encoder_blocks.N.attn.to_qkv` (q, k, v stacked) | `layers.N.{spatial,temporal}_attn.{q,k,v}_proj` (both) |
+| `encoder_blocks.N.attn.to_out` | `layers.N.{spatial,temporal}_attn.o_proj` (both) |
+| `encoder_blocks.N.attn.norm` | `layers.N.{spatial,temporal}_layernorm` (both) |
 | `encoder_blocks.N.norm` | `layers.N.post_attention_layernorm` (before the MoE) |
 | `encoder_blocks.N.moe.router.{temporal_proj,gate}` | `layers.N.mlp.router.{temporal_proj,gate}` |
 | `encoder_blocks.N.moe.experts.E.*`, `.shared_expert.*` (SwiGLU) | `layers.N.mlp.experts.E.*`, `.shared_expert.*` |
@@ -61,19 +61,19 @@ absolute frame positions; ours encodes time with 3D-RoPE) and `temporal_pool_*` 
 one vector; our pooled embedding is the mean of the frame tokens). Newly initialised: the attention biases, the final
 `post_layernorm`, the per-frame `compressor` and the vision model's `post_layernorm`.
 
-**Audio encoder** (`audio_encoder.*` -> `OmniAudioModel`):
+**Audio encoder** (`audio_encoder.*` -> `OmniAudioModel`; `ffK` is `ff1` or `ff2`):
 
 | reference | omni-encoders |
 |---|---|
 | `waveform_tokenizer.conv_layers.N.0` / `.1` (Conv1d, GroupNorm) | `waveform_tokenizer.conv_layers.N.conv` / `.norm` |
 | `waveform_tokenizer.output_proj` | `waveform_tokenizer.output_proj` |
 | `waveform_tokenizer.codebooks.K` | `waveform_tokenizer.quantizer.codebooks.K` (with `use_quantizer=True`) |
-| `conformer_blocks.N.{ff1,ff2}.0` / `.3` (Linear, act, dropout, Linear) | `conformer_blocks.N.{ff1,ff2}.fc1` / `.fc2` |
+| `conformer_blocks.N.ffK.0` / `.3` (Linear, act, dropout, Linear) | `conformer_blocks.N.ffK.fc1` / `.fc2` |
 | `conformer_blocks.N.{ff1_norm,ff2_norm,final_norm}` | the same |
-| `conformer_blocks.N.attn.{q_proj,o_proj}`, `attn.kv_norm` | `conformer_blocks.N.attn.{q_proj,o_proj}`, `attn.kv_a_layernorm` |
+| `conformer_blocks.N.attn.{q_proj,o_proj,kv_norm}` | `conformer_blocks.N.attn.{q_proj,o_proj,kv_a_layernorm}` |
 | `conformer_blocks.N.conv.{layer_norm,pointwise_conv1,depthwise_conv,pointwise_conv2}` | the same |
-| `speaker_encoder.frame_encoder.{0,3,6}` (the Conv1d of `[Conv1d, ReLU, BatchNorm1d] x 3`) | `speaker_encoder.frame_encoder.{0,1,2}.conv` |
-| `speaker_encoder.lstm.*_lL` / `*_lL_reverse` (bidirectional `nn.LSTM`) | `speaker_encoder.lstm.forward_layers.L.*_l0` / `backward_layers.L.*_l0` |
+| `speaker_encoder.frame_encoder.{0,3,6}` (`[Conv1d, ReLU, BatchNorm1d] x 3`) | `...frame_encoder.{0,1,2}.conv` |
+| `speaker_encoder.lstm.*_lL` / `*_lL_reverse` (bidirectional) | `...lstm.{forward,backward}_layers.L.*_l0` |
 | `speaker_encoder.attention.{0,2}`, `speaker_encoder.output_proj` | the same |
 
 Assumptions: the feed-forward modules use SiLU and the speaker pooling tanh between its two linear layers, as ours.
@@ -88,20 +88,21 @@ outputs the last block's states); the codebooks unless `use_quantizer=True` (off
 initialised: the latent attention's K/V projections and its pre-norm (`attn_norm`; the reference has none), and the
 LayerNorms in place of the BatchNorms.
 
-**Audio decoder** (`audio_decoder.*` and `waveform_decoder.*` -> `OmniAudioDecoderModel`):
+**Audio decoder** (`audio_decoder.*` and `waveform_decoder.*` -> `OmniAudioDecoderModel`; `X` is `encoder` or
+`decoder`):
 
 | reference | omni-encoders |
 |---|---|
 | `speaker_embed` | `speaker_table` |
-| `{encoder,decoder}_blocks.N.attn.{q_proj,o_proj}`, `.attn.kv_norm` | `{encoder,decoder}_layers.N.self_attn.{q_proj,o_proj}`, `.self_attn.kv_a_layernorm` |
-| `{encoder,decoder}_blocks.N.{attn_norm,ff_norm}`, `.ff.0` (Conv1d, kernel 9) | `{encoder,decoder}_layers.N.{attn_norm,ffn_norm}`, `.ffn.conv1` |
+| `X_blocks.N.attn.{q_proj,o_proj,kv_norm}` | `X_layers.N.self_attn.{q_proj,o_proj,kv_a_layernorm}` |
+| `X_blocks.N.{attn_norm,ff_norm,ff.0}` (`ff.0`: Conv1d, kernel 9) | `X_layers.N.{attn_norm,ffn_norm,ffn.conv1}` |
 | `{duration,pitch,energy}_predictor.{conv1,norm1,conv2,norm2,linear}` | the same |
 | `{pitch,energy}_embed` (Conv1d) | `{pitch,energy}_embed.conv` |
 | `mel_linear` | `mel_proj` |
 | `postnet.{0..3}.0`, `postnet.4` (the Conv1ds of `[Conv1d, BatchNorm1d] x 4, Conv1d`) | `postnet.convs.{0..4}` |
-| `waveform_decoder.{upsamplers.S,final_activation,output_conv}` (weight norm's `g`, `v`, biases) | `vocoder.{upsamplers.S,final_activation,output_conv}` |
-| `waveform_decoder.mrf_blocks.S.resblocks.K.J.conv1` / `.conv2` | `vocoder.mrf_blocks.S.resblocks.K.convs1.J` / `.convs2.J` |
-| `waveform_decoder.mrf_blocks.S.resblocks.K.J.activation.alpha` | `vocoder.mrf_blocks.S.resblocks.K.activations.{2J,2J+1}.alpha` |
+| `waveform_decoder.{upsamplers.S,final_activation,output_conv}` (weight norm: g, v) | `vocoder.` + the same |
+| `waveform_decoder.mrf_blocks.S.resblocks.K.J.conv1` / `.conv2` | `vocoder.mrf_blocks.S.resblocks.K.convs{1,2}.J` |
+| `waveform_decoder.mrf_blocks.S.resblocks.K.J.activation` | `vocoder.mrf_blocks.S.resblocks.K.activations.{2J,2J+1}` |
 
 Assumptions: each residual unit `resblocks.K.J` of the reference applies its one Snake before each of its two
 convolutions, as our AMP units do with two Snakes (both get its alpha); its attention heads are 256 wide (4 heads, 2
@@ -250,7 +251,7 @@ LATENT_KV_REASON = (
     "num_key_value_heads x head_dim) and takes an extra head_dim-wide key from kv_a_proj; ours keeps the latent "
     "position-free and adds a separate rotary key of qk_rope_head_dim, so no config of ours has these projections"
 )
-PROMPTING_REASON = "the reference's audio prompting (learned prompt tokens, cross-attention, gate) is not in our design"
+PROMPTING_REASON = "the reference's audio prompting (learned prompt tokens, cross-attention, gate): not in our design"
 
 
 def latent_attention_rules(block: str, attention: str) -> tuple[Rule, ...]:
