@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from transformers import AutoModel, AutoModelForImageClassification, PreTrainedConfig
-from transformers.modelcard import TrainingSummary
+from transformers.modelcard import TASK_TAG_TO_NAME_MAPPING, TrainingSummary
 
 from helpers import (
     max_abs_diff,
@@ -666,6 +666,25 @@ def test_model_card_takes_the_metrics_of_a_training_run():
     assert result["metrics"] == [{"name": "Accuracy", "type": "accuracy", "value": 0.875}]
     assert card.data.eval_results[0].metric_value == 0.875
     assert "- learning_rate: 0.001" in card.text and "| Training Loss | Epoch | Step |" in card.text
+
+
+@pytest.mark.parametrize("model, task", [
+    (lambda: OmniVideoForVideoClassification(tiny_video_config(num_labels=2)), "Video Classification"),
+    (lambda: OmniAudioForCTC(tiny_audio_config()), "Automatic Speech Recognition"),
+    (lambda: OmniAudioForAudioClassification(tiny_audio_config(num_labels=2)), "Audio Classification"),
+    (lambda: OmniAudioDecoderModel(tiny_audio_decoder_config()), "Text-to-Audio"),
+])
+def test_training_results_reach_the_model_index_of_every_head(model, task):
+    """transformers' TrainingSummary leaves tasks it does not know (video classification, text-to-audio) out of the
+    model-index; the cards of every head carry their evaluation results."""
+    model = model()
+    training = TrainingSummary(model_name="run", dataset="speech", dataset_tags="speech",
+                               eval_results={"Loss": 0.5, "Wer": 0.25}, hyperparameters={"learning_rate": 0.001})
+    metadata = front_matter(str(create_model_card(model, model_id="org/trained", training=training)))
+    (result,) = metadata["model-index"][0]["results"]
+    assert result["task"] == {"type": metadata["pipeline_tag"], "name": task}
+    assert result["metrics"] == [{"name": "Wer", "type": "wer", "value": 0.25}]
+    assert "video-classification" not in TASK_TAG_TO_NAME_MAPPING  # transformers' table is left as it was
 
 
 def fake_config(model_type: str) -> PreTrainedConfig:
