@@ -521,8 +521,6 @@ class OmniAudioPreTrainedModel(OmniHubMixin, PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = ("audio",)
     supports_gradient_checkpointing = True
-    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
-    accepts_loss_kwargs = False
     _no_split_modules = ["OmniAudioConformerBlock", "OmniAudioSpeakerEncoder"]
     _supports_sdpa = True
     _supports_flash_attn = True
