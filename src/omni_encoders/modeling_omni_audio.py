@@ -25,6 +25,7 @@ from transformers.utils import ModelOutput
 from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
 from .modeling_omni_common import (
     OmniClassifierOutput,
+    OmniHubMixin,
     OmniLatentAttention,
     OmniLatentCache,
     OmniMLP,
@@ -513,7 +514,7 @@ class OmniAudioSpeakerEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniAudioPreTrainedModel(PreTrainedModel):
+class OmniAudioPreTrainedModel(OmniHubMixin, PreTrainedModel):
     config: OmniAudioConfig
     config_class = OmniAudioConfig
     base_model_prefix = "model"
