@@ -985,3 +985,42 @@ def test_load_state_dict_reads_sharded_folders_and_unwraps_ddp(tmp_path):
     assert load_state_dict(tmp_path / "ddp.pt").keys() == model.state_dict().keys()
     with pytest.raises(ValueError, match="does not exist"):
         load_state_dict(tmp_path / "missing.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------------- full size
+
+
+@pytest.mark.parametrize(
+    "model_type, components",
+    [
+        ("omni_vision", ["vision_encoder"]),
+        ("omni_video", ["video_encoder"]),
+        ("omni_audio", ["audio_encoder"]),
+        ("omni_audio_decoder", ["audio_decoder", "waveform_decoder"]),
+    ],
+)
+def test_reference_layouts_fit_the_full_size_reference_checkpoint(model_type, components):
+    """Every tensor of the reference at its published default sizes (names and shapes in
+    tests/data/reference_checkpoint_keys.json, a copy of ../shared/reference) either lands on a parameter of the same
+    shape in our default full-size model or is dropped with a reason: no shape mismatch anywhere."""
+    import json
+    from pathlib import Path
+
+    import omni_encoders
+    from omni_encoders.conversion import REFERENCE_LAYOUTS, convert_state_dict
+    from omni_encoders.conversion.reference import _build_config
+
+    reference = json.loads((Path(__file__).parent / "data" / "reference_checkpoint_keys.json").read_text())
+    state_dict = {
+        f"{component}.{key}": torch.empty(shape, device="meta")
+        for component in components
+        for key, shape in reference["components"][component].items()
+    }
+    layout = REFERENCE_LAYOUTS[model_type]
+    with torch.device("meta"):
+        model = getattr(omni_encoders, layout.model_class)(_build_config(layout, None))
+    target_shapes = {key: tensor.shape for key, tensor in model.state_dict().items()}
+    converted, report = convert_state_dict(state_dict, target_shapes, layout.components, layout=model_type)
+    assert len(report.mapped) > len(state_dict) / 3
+    assert set(report.mapped) | set(report.dropped) == set(state_dict)
+    assert all(reason for reason in report.dropped.values())
