@@ -21,7 +21,8 @@ Matching:
   HiFi-GAN in transformers has plain weights.
 - MAS: the same `[batch, frames, tokens]` log-likelihoods (log-softmax over tokens of random scores, with random
   lengths) go to `monotonic_align.maximum_path` and to our `monotonic_alignment_search` (which reads them through a
-  transposed view, no copy); the paths are checked to be identical. Both run on CPU in float32 whatever `--dtype`.
+  transposed view, no copy); the paths are checked to be identical. Both run on CPU in float32 whatever `--dtype`;
+  with `--device cuda` our vectorised PyTorch version is timed on the GPU as well.
 """
 
 from __future__ import annotations
@@ -230,6 +231,16 @@ def run_mas(args: argparse.Namespace) -> list[dict]:
             Case("monotonic_align.maximum_path", lambda: monotonic_align.maximum_path(scores, mask.float()),
                  args.batch_size, "Cython"),
         ]
+        if args.device.startswith("cuda"):  # the vectorised PyTorch version, on the GPU (synchronised in the call)
+            on_device = [t.to(args.device) for t in (log_likelihood, token_lengths, frame_lengths)]
+            if not torch.equal(monotonic_alignment_search(*on_device).cpu(), durations):
+                print("WARNING: the GPU durations differ from the CPU kernel's")
+
+            def on_gpu():
+                monotonic_alignment_search(*on_device)
+                torch.cuda.synchronize(args.device)
+
+            cases.insert(1, Case(f"monotonic_alignment_search ({args.device})", on_gpu, args.batch_size, "torch"))
         cpu_args = argparse.Namespace(**{**vars(args), "device": "cpu"})
         rows += compare(f"MAS, batch {args.batch_size}, {num_tokens} tokens x {num_frames} frames", cases, cpu_args,
                         unit="alignments/s")

@@ -78,13 +78,14 @@ def run(args: argparse.Namespace) -> list[dict]:
         videos = torch.randn(args.batch_size, num_frames, 3, side, side, dtype=DTYPES[args.dtype], device=args.device)
         tokens = num_frames * grid * grid
         # VideoMAE's fixed sinusoidal table covers `num_frames` frames of the config: slice the tokens it sees.
+        calls = {
+            "VideoMAEModel": lambda: videomae(peers["VideoMAEModel"], videos),
+            "VJEPA2Model": lambda: peers["VJEPA2Model"](videos, skip_predictor=True),
+        }
         cases = [
             Case("OmniVideoModel", lambda: ours(videos), args.batch_size,
                  f"{tokens} tokens, factorised -> {num_frames * config.num_tokens_per_frame} tokens"),
-            Case("VideoMAEModel", lambda: videomae(peers["VideoMAEModel"], videos), args.batch_size,
-                 f"{tokens} tokens, joint"),
-            Case("VJEPA2Model", lambda: peers["VJEPA2Model"](videos, skip_predictor=True), args.batch_size,
-                 f"{tokens} tokens, joint"),
+            *(Case(name, calls[name], args.batch_size, f"{tokens} tokens, joint") for name in args.peers),
         ]
         rows += compare(f"{num_frames} frames of {grid}x{grid} patches, batch {args.batch_size}", cases, args,
                         unit="videos/s")
@@ -105,6 +106,8 @@ def videomae(model: VideoMAEModel, videos: torch.Tensor):
 
 def main(argv=None):
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    parser.add_argument("--peers", nargs="+", choices=["VideoMAEModel", "VJEPA2Model"],
+                        default=["VideoMAEModel", "VJEPA2Model"], help="joint-attention peers to run")
     parser.set_defaults(size="small", repeat=3)
     return run(parser.parse_args(argv))
 
