@@ -158,8 +158,9 @@ def run_tts(args: argparse.Namespace) -> list[dict]:
                         unit="audio s/s")
         for row in table:
             row["rtf"] = round(row["latency_ms"] / 1000 / seconds, 3)
-        print("real-time factor (synthesis time / audio duration): " + ", ".join(
-            f"{row['name']} {row['rtf']}" for row in table))
+            row["rtf_cpu"] = round(row["cpu_ms"] / 1000 / seconds, 3)
+        print("real-time factor (synthesis time / audio duration; wall, CPU time): " + ", ".join(
+            f"{row['name']} {row['rtf']}, {row['rtf_cpu']}" for row in table))
         rows += table
     return rows
 

@@ -110,6 +110,11 @@ class Measurement:
     note: str = ""
     times_ms: list[float] = field(default_factory=list)
     rss_peak_mb: float = float("nan")
+    cpu_times_ms: list[float] = field(default_factory=list)  # process CPU time of each run (all threads)
+
+    @property
+    def cpu_ms(self) -> float:
+        return statistics.median(self.cpu_times_ms)
 
 
 def synchronize(device: str) -> None:
@@ -208,6 +213,7 @@ def rss_peak_mb(fn: Callable[[], object]) -> float:
 def measure_cases(cases: list[Case], args: argparse.Namespace, memory: bool = True) -> list[Measurement]:
     """Warm every case up, time `args.repeat` interleaved rounds, then measure each case's peak memory once."""
     times: dict[str, list[float]] = {case.name: [] for case in cases}
+    cpu_times: dict[str, list[float]] = {case.name: [] for case in cases}
     with torch.inference_mode():
         for case in cases:
             for _ in range(args.warmup):
@@ -215,10 +221,11 @@ def measure_cases(cases: list[Case], args: argparse.Namespace, memory: bool = Tr
         for _ in range(args.repeat):
             for case in cases:
                 synchronize(args.device)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 case.fn()
                 synchronize(args.device)
                 times[case.name].append(time.perf_counter() - start)
+                cpu_times[case.name].append(time.process_time() - cpu_start)
         nan = float("nan")
         peaks = {case.name: peak_memory_mb(case.fn, args.device) if memory else nan for case in cases}
         on_cpu = memory and args.device == "cpu"
@@ -235,32 +242,53 @@ def measure_cases(cases: list[Case], args: argparse.Namespace, memory: bool = Tr
                 case.note,
                 [round(t * 1000, 2) for t in times[case.name]],
                 rss_peaks[case.name],
+                [round(t * 1000, 2) for t in cpu_times[case.name]],
             )
         )
     return results
 
 
+def _mib(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+
+def paired_ratio(ours: list[float], peer: list[float]) -> float:
+    """Median over the interleaved rounds of ours / peer: each pair ran back to back, under the same load."""
+    return statistics.median(a / b for a, b in zip(ours, peer))
+
+
 def print_table(title: str, measurements: list[Measurement], unit: str = "items/s") -> list[dict]:
-    """Print the first measurement (ours) and the others (peers) with ratios ours / peer; return the rows."""
+    """Print the first measurement (ours) and the others (peers) with ratios ours / peer; return the rows.
+
+    Time ratios are medians of per-round ratios (see [`paired_ratio`]), of wall-clock time and of process CPU time.
+    With `--threads 1` on a shared machine the CPU time is the robust one: it does not count the time the process
+    waited for a core.
+    """
     ours = measurements[0]
     print(f"\n## {title}")
     print(
-        f"| model | latency (ms) | throughput ({unit}) | peak memory (MiB) | RSS peak (MiB) | time ours/peer "
-        "| memory ours/peer |"
+        f"| model | latency (ms) | CPU time (ms) | throughput ({unit}) | peak memory (MiB) | RSS peak (MiB) "
+        "| time ours/peer (wall, CPU) | memory ours/peer |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for m in measurements:
-        time_ratio = memory_ratio = ""
+        time_ratio = cpu_ratio = memory_ratio = ""
+        ratios = ""
         if m is not ours:
-            time_ratio = f"{ours.latency_ms / m.latency_ms:.2f}"
+            time_ratio = f"{paired_ratio(ours.times_ms, m.times_ms):.2f}"
+            cpu_ratio = f"{paired_ratio(ours.cpu_times_ms, m.cpu_times_ms):.2f}"
             memory_ratio = f"{ours.peak_mb / m.peak_mb:.2f}" if m.peak_mb > 0 else "n/a"
+            ratios = f"{time_ratio}, {cpu_ratio}"
         label = m.name + (f" ({m.note})" if m.note else "")
         print(
-            f"| {label} | {m.latency_ms:.1f} | {m.throughput:.3g} | {m.peak_mb:.0f} | {m.rss_peak_mb:.0f} | "
-            f"{time_ratio} | {memory_ratio} |"
+            f"| {label} | {m.latency_ms:.1f} | {m.cpu_ms:.1f} | {m.throughput:.3g} | {_mib(m.peak_mb)} | "
+            f"{_mib(m.rss_peak_mb)} | {ratios} | {memory_ratio} |"
         )
-        rows.append({"table": title, **asdict(m), "time_ratio": time_ratio, "memory_ratio": memory_ratio})
+        rows.append({
+            "table": title, **asdict(m), "cpu_ms": m.cpu_ms, "time_ratio": time_ratio, "cpu_time_ratio": cpu_ratio,
+            "memory_ratio": memory_ratio,
+        })
     return rows
 
 
