@@ -136,6 +136,7 @@ def _check_speaker_model(output_dir: str, cache_dir: Path, results: dict) -> Non
     eer = metrics.load("eer").compute(predictions=scores, references=list(trials["label"]))["eer"]
     assert eer == pytest.approx(results["eval_eer"], abs=1e-6)
 
+
 TINY_RECIPES = {
     "image_classification": TinyRecipe(
         script="image_classification",
