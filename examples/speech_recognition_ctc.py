@@ -12,8 +12,9 @@ test_seen_voices` scores held-out utterances of the training voices instead). Pr
 `omni_encoders.metrics.load("cer")`.
 
 By default the model is a small one trained from scratch on the raw waveform: a 5-layer convolutional tokenizer with
-320 samples per frame (50 frames/s; the strings need at most 6 labels in well over 6 frames) and Conformer blocks of
-width 128. The output folder holds the model and its processor (feature extractor + tokenizer), so
+640 samples per frame (25 frames/s: a string of 6 digits lasts well over the 11 frames CTC needs for 6 labels with a
+repeat) and 3 Conformer blocks of width 128. The output folder holds the model and its processor (feature extractor
++ tokenizer), so
 
     pipeline("automatic-speech-recognition", model=output_dir)
 
@@ -61,11 +62,15 @@ TRAINING_DEFAULTS = {
     "num_hidden_layers": 3,
     "kv_lora_rank": 64,
     "qk_rope_head_dim": 16,
+    # On the CPU, eager attention trains this model's short sequences (<= 100 frames) about 20 % faster than sdpa.
+    "attn_implementation": "eager",
+    # The model underfits the digit strings in the time budget: no dropout.
+    "hidden_dropout": 0.0,
     "learning_rate": 2e-3,
     "weight_decay": 0.05,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.1,
-    "num_train_epochs": 8,
+    "num_train_epochs": 14,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
     "train_sampling_strategy": "group_by_length",
