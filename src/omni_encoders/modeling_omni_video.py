@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.masking_utils import causal_mask_function, create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -19,7 +17,7 @@ from .modeling_omni_common import (
     OmniAttention,
     OmniClassifierOutput,
     OmniGatedMLP,
-    OmniHubMixin,
+    OmniPreTrainedModel,
     OmniRotaryEmbedding,
     OmniTokenCompressor,
     grid_positions,
@@ -276,32 +274,12 @@ class OmniVideoBlock(GradientCheckpointingLayer):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniVideoPreTrainedModel(OmniHubMixin, PreTrainedModel):
+class OmniVideoPreTrainedModel(OmniPreTrainedModel):
     config: OmniVideoConfig
     config_class = OmniVideoConfig
-    base_model_prefix = "model"
     main_input_name = "pixel_values_videos"
     input_modalities = ("video",)
-    supports_gradient_checkpointing = True
-    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
-    accepts_loss_kwargs = False
     _no_split_modules = ["OmniVideoBlock", "OmniTokenCompressor"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-
-    def _init_weights(self, module: nn.Module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, OmniTokenCompressor):
-            init.normal_(module.query_embeddings, mean=0.0, std=std)
 
 
 class OmniVideoModel(OmniVideoPreTrainedModel):
