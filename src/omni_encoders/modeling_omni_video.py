@@ -140,6 +140,14 @@ class OmniVideoTemporalMoE(nn.Module):
         Returns:
             `[N, D]`: the weighted sum of each token's experts.
         """
+        if torch.compiler.is_compiling():
+            # Grouped dispatch has data-dependent slice sizes (a graph break); under torch.compile every expert runs on
+            # every token instead, the unchosen ones weighted 0: static shapes for num_experts / top_k x the FLOPs.
+            combine_weights = expert_weights.new_zeros(hidden_states.shape[0], self.num_experts)
+            combine_weights = combine_weights.scatter(1, expert_indices, expert_weights).to(hidden_states.dtype)
+            return sum(
+                expert(hidden_states) * combine_weights[:, index, None] for index, expert in enumerate(self.experts)
+            )
         top_k = expert_indices.shape[1]
         assignments = expert_indices.flatten()
         order = assignments.argsort(stable=True)  # assignments grouped by expert
