@@ -95,7 +95,8 @@ class ModelArguments:
         default=0.08,
         metadata={
             "help": "Standard deviation of the initial weights of the video blocks, compressor and classifier. The "
-            "config's default (0.02, for the full-size model) leaves this small model on a long plateau at chance."
+            "config's default (0.02, for the full-size model) leaves this small model at 0.50 after the recipe's 4 "
+            "epochs."
         },
     )
     pooling: str = field(
@@ -138,7 +139,9 @@ class DataArguments:
     preprocessing_batch_size: int = field(default=64, metadata={"help": "Videos per batch of the decoding `map`."})
 
 
-def build_model(model_args: ModelArguments, data_args: DataArguments, labels: list[str]) -> OmniVideoForVideoClassification:
+def build_model(
+    model_args: ModelArguments, data_args: DataArguments, labels: list[str]
+) -> OmniVideoForVideoClassification:
     label_kwargs = {
         "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
@@ -210,7 +213,9 @@ def make_trainer(
         video_processor = OmniVideoVideoProcessor.from_pretrained(model_args.model_name_or_path)
     else:
         size = data_args.frame_size
-        video_processor = OmniVideoVideoProcessor(size={"height": size, "width": size}, num_frames=data_args.num_frames)
+        video_processor = OmniVideoVideoProcessor(
+            size={"height": size, "width": size}, num_frames=data_args.num_frames
+        )
     # Decoded and processed once, by the main process first; the result is cached next to the dataset (keyed by the
     # processor's settings), so the other processes and later runs load it instead of decoding again.
     transform = VideoClassificationTransform(video_processor, return_tensors="np")
