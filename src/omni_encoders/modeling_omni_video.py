@@ -36,7 +36,8 @@ class OmniVideoModelOutput(ModelOutput):
         attention_mask (`torch.LongTensor` of shape `(batch_size, num_frames * tokens_per_frame)`):
             1 for the tokens of real frames, 0 for those of padded frames (from `frame_mask`).
         pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-            Mean of `last_hidden_state` over the tokens of the real frames.
+            Mean of `last_hidden_state` over the tokens of the real frames (`config.pooling="mean"`) or of each video's
+            last real frame (`"last_frame"`).
         patch_embeddings (`torch.FloatTensor` of shape `(batch_size, num_frames, num_patches, hidden_size)`):
             Patch features (`num_patches = grid_height * grid_width`, row-major) after the video blocks and the final
             LayerNorm, before compression.
@@ -399,6 +400,18 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
             and_mask_function=causal_mask_function if self.config.frame_causal else None,
         )
 
+    def pool(self, tokens: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled video embedding (see `config.pooling`): compressed `tokens [B, T * K, D]` and `frame_mask [B, T]`
+        (1s then 0s) -> `[B, D]`, the mean of the tokens of every real frame (`"mean"`) or of each video's last real
+        frame (`"last_frame"`), computed in float32."""
+        batch_size, num_frames = frame_mask.shape
+        if self.config.pooling == "last_frame":
+            frames = tokens.view(batch_size, num_frames, self.config.num_tokens_per_frame, -1)
+            last_frame = frame_mask.long().sum(1) - 1
+            return frames[torch.arange(batch_size, device=tokens.device), last_frame].float().mean(1).to(tokens.dtype)
+        token_weights = frame_mask.float().repeat_interleave(self.config.num_tokens_per_frame, dim=1).unsqueeze(-1)
+        return ((tokens.float() * token_weights).sum(1) / token_weights.sum(1)).to(tokens.dtype)
+
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
@@ -476,8 +489,7 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
         if frame_mask is None:
             frame_mask = torch.ones(batch_size, num_frames, dtype=torch.long, device=tokens.device)
         attention_mask = frame_mask.long().repeat_interleave(self.config.num_tokens_per_frame, dim=1)
-        token_weights = attention_mask.unsqueeze(-1).float()
-        pooled = ((tokens.float() * token_weights).sum(1) / token_weights.sum(1)).to(tokens.dtype)
+        pooled = self.pool(tokens, frame_mask)
 
         if router_logits:
             aux_loss = load_balancing_loss(router_logits, self.config.num_experts_per_tok, frame_mask)
