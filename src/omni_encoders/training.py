@@ -62,6 +62,71 @@ class ImageClassificationTransform:
         }
 
 
+class VideoClassificationTransform:
+    """Batch transform for `datasets.Dataset.map(batched=True)` / `.with_transform`: runs a video processor on the
+    video column and returns `{"pixel_values_videos": [B, T, 3, H, W], "frame_mask": [B, T], "labels": [B]}`, the
+    inputs of the video-classification heads.
+
+    Decoding a video file costs far more than the rest of the processing, so for a dataset read for several epochs,
+    process it once with `.map` and train on the stored arrays (as `examples/video_classification.py` does); with
+    `with_transform` every epoch decodes every file again. For `.map`, return numpy arrays and declare the output's
+    fixed shapes with `features()`: they then load back as tensors without a per-element conversion.
+
+        transform = VideoClassificationTransform(video_processor, return_tensors="np")
+        train = dataset["train"].map(
+            transform, batched=True, remove_columns=dataset["train"].column_names, features=transform.features()
+        ).with_format("torch")
+
+    Args:
+        video_processor: e.g. an [`OmniVideoVideoProcessor`]. Its settings (`num_frames`, `size`, ...) apply, so the
+            training inputs are what the `video-classification` pipeline gives the model.
+        video_column (`str`, defaults to `"video"`): paths of video files, or decoded videos (`[T, H, W, C]` arrays or
+            lists of frames).
+        label_column (`str`, defaults to `"label"`): class indices.
+        return_tensors (`str`, defaults to `"pt"`): `"pt"` for `with_transform`, `"np"` for `.map`.
+    """
+
+    def __init__(self, video_processor, video_column: str = "video", label_column: str = "label", return_tensors="pt"):
+        self.video_processor = video_processor
+        self.video_column = video_column
+        self.label_column = label_column
+        self.return_tensors = return_tensors
+
+    def __call__(self, batch: dict) -> dict:
+        inputs = self.video_processor(list(batch[self.video_column]), return_tensors=self.return_tensors)
+        labels = np.asarray(batch[self.label_column], dtype=np.int64)
+        return {
+            "pixel_values_videos": inputs["pixel_values_videos"],
+            "frame_mask": inputs["frame_mask"],
+            "labels": torch.from_numpy(labels) if self.return_tensors == "pt" else labels,
+        }
+
+    def features(self):
+        """The `datasets.Features` of the output, for `.map(..., features=...)`: `pixel_values_videos` as a fixed-shape
+        float32 `Array4D` `(num_frames, 3, height, width)`, `frame_mask` as `num_frames` int64, `labels` as int64.
+
+        Needs a processor that gives every video the same shape: a fixed `num_frames` (videos with fewer frames are
+        padded and masked) and a `size` with `height` and `width`.
+        """
+        from datasets import Array4D, Features, List, Value
+
+        processor = self.video_processor
+        num_frames, size = processor.num_frames, processor.size
+        if not processor.do_sample_frames or num_frames is None or not (size.height and size.width):
+            raise ValueError(
+                "features() needs a video processor that outputs one shape for every video: do_sample_frames=True "
+                f"with a num_frames, and a size with height and width; got do_sample_frames={processor.do_sample_frames}"
+                f", num_frames={num_frames}, size={dict(size)}."
+            )
+        return Features(
+            {
+                "pixel_values_videos": Array4D(shape=(num_frames, 3, size.height, size.width), dtype="float32"),
+                "frame_mask": List(Value("int64"), length=num_frames),
+                "labels": Value("int64"),
+            }
+        )
+
+
 def classification_metrics(metric: str = "accuracy") -> Callable:
     """A `compute_metrics` for `Trainer` with a classification head: argmax of the logits, scored with the packaged
     evaluate metric `metric` (see `omni_encoders.metrics`).
@@ -377,6 +442,7 @@ __all__ = [
     "ImageClassificationTransform",
     "SpeakerClassifierOutput",
     "SpeakerEmbeddingTrainer",
+    "VideoClassificationTransform",
     "audio_lengths",
     "classification_metrics",
     "ctc_argmax",
