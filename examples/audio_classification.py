@@ -3,7 +3,7 @@
 """Train `OmniAudioForAudioClassification` on spoken digits with 🤗 Trainer and test it on voices it never heard.
 
 The data comes from `omni_encoders.data.build_spoken_digits`: "zero" .. "nine" synthesised by espeak-ng and flite,
-each digit said twice by every voice with its own speed and pitch. About a fifth of the voices are held out: the
+each digit said four times by every voice with its own speed and pitch. About a fifth of the voices are held out: the
 `test` split has no speaker in common with `train`, so the held-out accuracy measures speaker-independent digit
 recognition. The clips are padded batch by batch by `OmniAudioFeatureExtractor` (`AudioCollator`: waveforms
 normalised per clip, `attention_mask`), and batches group clips of similar length
@@ -72,7 +72,7 @@ TRAINING_DEFAULTS = {
 class DataArguments(SpeechDataArguments):
     """Spoken digits from `omni_encoders.data.build_spoken_digits`."""
 
-    repeats: int = field(default=2, metadata={"help": "Times each voice says each digit."})
+    repeats: int = field(default=4, metadata={"help": "Times each voice says each digit."})
     eval_split: str = field(
         default="test", metadata={"help": "`test` (held-out voices) or `test_seen_voices` (held-out utterances)."}
     )
