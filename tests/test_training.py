@@ -58,10 +58,41 @@ def _check_image_classifier(output_dir: str, cache_dir: Path, results: dict) -> 
     assert sum(correct) / NUM_EVAL == pytest.approx(results["eval_accuracy"], abs=1e-9)
 
 
+def _check_text_to_speech(output_dir: str, cache_dir: Path, results: dict) -> None:
+    from omni_encoders import OmniAudioDecoderCollator
+    from omni_encoders.data import build_spoken_digit_strings
+
+    tts = pipeline("text-to-audio", model=output_dir, device="cpu")
+    model, processor = tts.model, tts.processor
+    held_out = build_spoken_digit_strings(voices=["flite:slt"], test_voices=0, utterances_per_voice=TTS_UTTERANCES,
+                                          cache_dir=cache_dir)["test_seen_voices"]  # fmt: skip
+    speech = tts(held_out[0]["text"])
+    expected = model.generate(**processor(text=held_out[0]["text"], return_tensors="pt"))
+    assert speech["sampling_rate"] == 16000 and speech["audio"].shape == (int(expected.waveform_lengths[0]),)
+    assert np.allclose(speech["audio"], expected.waveform[0].numpy(), atol=1e-6)
+    # The saved model and processor score the held-out utterances as the recipe's evaluation did.
+    batch = OmniAudioDecoderCollator(processor, return_waveforms=False)(
+        [{"text": row["text"], "audio": row["audio"]} for row in held_out]
+    )
+    with torch.no_grad():
+        out = model(**batch)
+    valid = batch["labels_attention_mask"].bool()[..., None]
+    mel_l1 = ((out.mel - batch["labels"]).abs() * valid).sum() / (valid.sum() * out.mel.shape[-1])
+    assert mel_l1.item() == pytest.approx(results["eval_mel_l1"], rel=1e-4)
+    assert results["eval_alignment_ok"] == 1.0 and results["eval_alignment_min_token_frames"] >= 1
+    assert results["eval_mel_l1"] < results["init_mel_l1"]
+
+
+TTS_UTTERANCES = 40  # 32 training and 8 held-out utterances: a few seconds of synthesis
+
 TINY_MODEL_FLAGS = {
     "image_classification": [
         "--image_size", "16", "--patch_size", "4", "--hidden_size", "32", "--backbone_layers", "1",
         "--num_hidden_layers", "1", "--num_attention_heads", "4", "--num_tokens", "4",
+    ],
+    "text_to_speech": [
+        "--hidden_size", "32", "--encoder_layers", "1", "--decoder_layers", "1", "--kv_lora_rank", "16",
+        "--intermediate_size", "64", "--postnet_channels", "16", "--vocoder_initial_channels", "16",
     ],
 }  # fmt: skip
 
@@ -76,6 +107,16 @@ TINY_RECIPES = {
         ],
         metric="eval_accuracy",
         check_saved=_check_image_classifier,
+    ),
+    "text_to_speech": TinyRecipe(
+        script="text_to_speech",
+        args=[
+            *TINY_MODEL_FLAGS["text_to_speech"],
+            "--utterances", str(TTS_UTTERANCES), "--per_device_train_batch_size", "8", "--learning_rate", "5e-3",
+            "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--bf16", "false",
+        ],
+        metric="eval_mel_l1",
+        check_saved=_check_text_to_speech,
     ),
 }  # fmt: skip
 
