@@ -18,11 +18,25 @@ import pytest
 import torch
 import yaml
 from transformers import AutoModel, AutoModelForImageClassification, PreTrainedConfig
-from transformers.modelcard import TrainingSummary
+from transformers.modelcard import TASK_TAG_TO_NAME_MAPPING, TrainingSummary
 
-from helpers import max_abs_diff, run_without_package, tiny_vision_config
+from helpers import (
+    max_abs_diff,
+    run_without_package,
+    tiny_audio_config,
+    tiny_audio_decoder_config,
+    tiny_video_config,
+    tiny_vision_config,
+)
 from hub_server import HubServer
-from omni_encoders import OmniVisionForImageClassification, OmniVisionModel
+from omni_encoders import (
+    OmniAudioDecoderModel,
+    OmniAudioForAudioClassification,
+    OmniAudioForCTC,
+    OmniVideoForVideoClassification,
+    OmniVisionForImageClassification,
+    OmniVisionModel,
+)
 from omni_encoders.modelcard import MODEL_CARD_SPECS, TEMPLATES_DIR, create_model_card
 
 
@@ -32,7 +46,61 @@ REPO = "org/omni-vision-tiny"
 PLAIN_TRAINER_REPO = "org/omni-vision-trainer-plain"
 OMNI_TRAINER_REPO = "org/omni-vision-trainer"
 TOWER_REPO = "vendor/siglip-tiny"
+VIDEO_REPO = "org/omni-video-tiny"
+ASR_REPO = "org/omni-audio-ctc-tiny"
+AUDIO_CLASSIFIER_REPO = "org/omni-audio-classifier-tiny"
+TTS_REPO = "org/omni-tts-tiny"
 CODE_FILES = {"configuration_omni_vision.py", "modeling_omni_vision.py", "modeling_omni_common.py"}
+# What each push of the video, audio and speech models must upload: auto_map of the model type, code and processor
+# files, and the card's pipeline tag.
+MEDIA_PUSHES = {
+    VIDEO_REPO: {
+        "auto_map": {
+            "AutoConfig": "configuration_omni_video.OmniVideoConfig",
+            "AutoModel": "modeling_omni_video.OmniVideoModel",
+            "AutoModelForVideoClassification": "modeling_omni_video.OmniVideoForVideoClassification",
+        },
+        "files": CODE_FILES | {"configuration_omni_video.py", "modeling_omni_video.py",
+                               "video_processing_omni_video.py", "video_preprocessor_config.json"},
+        "pipeline_tag": "video-classification",
+        "auto_class": "AutoModelForVideoClassification",
+    },
+    ASR_REPO: {
+        "auto_map": {
+            "AutoConfig": "configuration_omni_audio.OmniAudioConfig",
+            "AutoModel": "modeling_omni_audio.OmniAudioModel",
+            "AutoModelForCTC": "modeling_omni_audio.OmniAudioForCTC",
+            "AutoModelForAudioClassification": "modeling_omni_audio.OmniAudioForAudioClassification",
+        },
+        "files": {"configuration_omni_audio.py", "modeling_omni_audio.py", "modeling_omni_common.py",
+                  "feature_extraction_omni_audio.py", "processing_omni_audio.py", "vocab.json"},
+        "pipeline_tag": "automatic-speech-recognition",
+        "auto_class": "AutoModelForCTC",
+    },
+    AUDIO_CLASSIFIER_REPO: {
+        "auto_map": {
+            "AutoConfig": "configuration_omni_audio.OmniAudioConfig",
+            "AutoModel": "modeling_omni_audio.OmniAudioModel",
+            "AutoModelForCTC": "modeling_omni_audio.OmniAudioForCTC",
+            "AutoModelForAudioClassification": "modeling_omni_audio.OmniAudioForAudioClassification",
+        },
+        "files": {"configuration_omni_audio.py", "modeling_omni_audio.py", "modeling_omni_common.py",
+                  "feature_extraction_omni_audio.py", "preprocessor_config.json"},
+        "pipeline_tag": "audio-classification",
+        "auto_class": "AutoModelForAudioClassification",
+    },
+    TTS_REPO: {
+        "auto_map": {
+            "AutoConfig": "configuration_omni_audio_decoder.OmniAudioDecoderConfig",
+            "AutoModelForTextToWaveform": "modeling_omni_audio_decoder.OmniAudioDecoderModel",
+        },
+        "files": {"configuration_omni_audio_decoder.py", "modeling_omni_audio_decoder.py", "modeling_omni_vocoder.py",
+                  "modeling_omni_common.py", "feature_extraction_omni_audio_decoder.py",
+                  "processing_omni_audio_decoder.py", "tokenization_omni_audio_decoder.py", "vocab.json"},
+        "pipeline_tag": "text-to-audio",
+        "auto_class": "AutoModelForTextToWaveform",
+    },
+}
 
 
 def front_matter(readme: str) -> dict:
@@ -42,6 +110,42 @@ def front_matter(readme: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------- push / pull
+
+# Shared by both scripts: a test waveform and the outputs of the video, audio and speech models and processors.
+MEDIA_HELPERS = """
+import numpy as np
+import torch
+
+time = np.arange(8000) / 16000
+waveform = (0.5 * np.sin(2 * np.pi * (200 + 400 * time) * time) + 0.05 * np.random.RandomState(0).randn(8000))
+waveform = waveform.astype(np.float32)
+speech = {"raw": waveform, "sampling_rate": 16000}
+
+
+def labelled(predictions):
+    return [[p["label"], p["score"]] for p in predictions]
+
+
+def media_outputs(video_model, video_base, video_proc, asr_model, asr_base, asr_proc, classifier, extractor, tts_model,
+                  tts_proc):
+    with torch.no_grad():
+        clip = video_proc(CLIP, return_tensors="pt")
+        audio = asr_proc(audio=waveform, sampling_rate=16000, return_tensors="pt")
+        asr_logits = asr_model(**audio).logits
+        text = tts_proc(text="hello hub", return_tensors="pt")
+        sound = extractor(waveform, sampling_rate=16000, return_tensors="pt")
+        return {
+            "video_logits": video_model(**clip).logits.tolist(),
+            "video_tokens": video_base(**clip).last_hidden_state.tolist(),
+            "asr_logits": asr_logits.tolist(),
+            "asr_text": asr_proc.batch_decode(asr_logits.argmax(-1))[0],
+            "asr_features": asr_base(**audio).last_hidden_state.tolist(),
+            "audio_logits": classifier(**sound).logits.tolist(),
+            "speech": tts_model.generate(**text, speaker_ids=[1]).waveform[0].tolist(),
+            "classes": [type(m).__name__ for m in (video_model, video_base, video_proc, asr_model, asr_base, asr_proc,
+                                                  classifier, extractor, tts_model, tts_proc)],
+        }
+"""
 
 # Runs with the package: pushes a classifier (sharded) and its processor, trains and pushes with a plain Trainer and
 # with OmniTrainer, then pulls everything back by repo id through the client.
@@ -55,6 +159,7 @@ from helpers import tiny_vision_config
 from omni_encoders import OmniTrainer, OmniVisionForImageClassification, OmniVisionImageProcessor
 
 REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, TOWER_REPO, IMAGE, OUT = sys.argv[1:7]
+VIDEO_REPO, ASR_REPO, AUDIO_CLASSIFIER_REPO, TTS_REPO, CLIP = sys.argv[7:12]
 torch.manual_seed(0)
 config = tiny_vision_config(num_labels=2, id2label={0: "dark", 1: "bright"}, label2id={"dark": 0, "bright": 1})
 model = OmniVisionForImageClassification(config).eval()
@@ -127,7 +232,58 @@ converted, report = convert_vision_tower(TOWER_REPO, OUT + "/converted", num_att
 tower_state = siglip.vision_model.state_dict()
 converted_card = ModelCard.load(OUT + "/converted/README.md")
 
+# ---- the video, audio and speech models: each pushed with its processor, then pulled by repo id
+from transformers import (AutoFeatureExtractor, AutoModelForAudioClassification, AutoModelForCTC,
+                          AutoModelForTextToWaveform, AutoModelForVideoClassification)
+from helpers import tiny_audio_config, tiny_audio_decoder_config, tiny_video_config
+from omni_encoders import (OmniAudioDecoderFeatureExtractor, OmniAudioDecoderModel, OmniAudioDecoderProcessor,
+                           OmniAudioDecoderTokenizer, OmniAudioFeatureExtractor, OmniAudioForAudioClassification,
+                           OmniAudioForCTC, OmniAudioProcessor, OmniVideoForVideoClassification,
+                           OmniVideoVideoProcessor)
+
+def pushed(model, processor, repo):
+    processor.push_to_hub(repo)
+    model.push_to_hub(repo)
+    return model.eval()
+
+directions = {"id2label": {0: "left", 1: "right"}, "label2id": {"left": 0, "right": 1}}
+video_processor = OmniVideoVideoProcessor(size={"height": 28, "width": 28}, num_frames=4)
+video = pushed(OmniVideoForVideoClassification(tiny_video_config(num_labels=2, **directions)), video_processor,
+               VIDEO_REPO)
+asr_processor = OmniAudioProcessor.from_characters()
+asr = pushed(OmniAudioForCTC(tiny_audio_config()), asr_processor, ASR_REPO)
+sounds = {"id2label": {0: "speech", 1: "music", 2: "noise"}, "label2id": {"speech": 0, "music": 1, "noise": 2}}
+audio_extractor = OmniAudioFeatureExtractor()
+audio_classifier = pushed(OmniAudioForAudioClassification(tiny_audio_config(num_labels=3, **sounds)),
+                          audio_extractor, AUDIO_CLASSIFIER_REPO)
+tts_config = tiny_audio_decoder_config()
+tts_processor = OmniAudioDecoderProcessor(OmniAudioDecoderFeatureExtractor.from_model_config(tts_config),
+                                          OmniAudioDecoderTokenizer())
+tts = pushed(OmniAudioDecoderModel(tts_config), tts_processor, TTS_REPO)
+
+""" + MEDIA_HELPERS + """
+media = {"pushed": media_outputs(video, video.model, video_processor, asr, asr.model, asr_processor, audio_classifier,
+                                 audio_extractor, tts, tts_processor)}
+media["pulled"] = media_outputs(
+    AutoModelForVideoClassification.from_pretrained(VIDEO_REPO).eval(), AutoModel.from_pretrained(VIDEO_REPO).eval(),
+    AutoProcessor.from_pretrained(VIDEO_REPO), AutoModelForCTC.from_pretrained(ASR_REPO).eval(),
+    AutoModel.from_pretrained(ASR_REPO).eval(), AutoProcessor.from_pretrained(ASR_REPO),
+    AutoModelForAudioClassification.from_pretrained(AUDIO_CLASSIFIER_REPO).eval(),
+    AutoFeatureExtractor.from_pretrained(AUDIO_CLASSIFIER_REPO), AutoModelForTextToWaveform.from_pretrained(TTS_REPO),
+    AutoProcessor.from_pretrained(TTS_REPO),
+)
+with torch.no_grad():
+    unconditioned = tts.generate(**tts_processor(text="hello hub", return_tensors="pt")).waveform[0]
+media["pipelines"] = {
+    "video-classification": labelled(pipeline("video-classification", model=VIDEO_REPO)(CLIP)),
+    "automatic-speech-recognition": pipeline("automatic-speech-recognition", model=ASR_REPO)(dict(speech))["text"],
+    "audio-classification": labelled(pipeline("audio-classification", model=AUDIO_CLASSIFIER_REPO)(dict(speech))),
+    "text-to-audio": pipeline("text-to-audio", model=TTS_REPO)("hello hub")["audio"].tolist(),
+}
+media["unconditioned_speech"] = unconditioned.tolist()
+
 print(json.dumps({
+    "media": media,
     "tower_copied": all(torch.equal(v, tower_state[k]) for k, v in converted.backbone.state_dict().items()),
     "tower_report_source": report.source, "tower_card_base_model": converted_card.data.base_model,
     "logits": logits.tolist(), "tokens": tokens.tolist(), "trained_logits": trained_logits.tolist(),
@@ -167,7 +323,33 @@ with torch.no_grad():
 
 # a base-model checkpoint takes a classification head (AutoModelForImageClassification is in its auto_map too)
 head = AutoModelForImageClassification.from_pretrained({base_dir!r}, num_labels=3, trust_remote_code=True)
+
+# the video, audio and speech models, every Auto class and pipeline by repo id
+from transformers import (AutoFeatureExtractor, AutoModelForAudioClassification, AutoModelForCTC,
+                          AutoModelForTextToWaveform, AutoModelForVideoClassification)
+{media_helpers}
+CLIP = {clip!r}
+video_repo, asr_repo, audio_classifier_repo, tts_repo = {media_repos!r}
+remote = dict(trust_remote_code=True)
+media = {{"pulled": media_outputs(
+    AutoModelForVideoClassification.from_pretrained(video_repo, **remote).eval(),
+    AutoModel.from_pretrained(video_repo, **remote).eval(), AutoProcessor.from_pretrained(video_repo, **remote),
+    AutoModelForCTC.from_pretrained(asr_repo, **remote).eval(), AutoModel.from_pretrained(asr_repo, **remote).eval(),
+    AutoProcessor.from_pretrained(asr_repo, **remote),
+    AutoModelForAudioClassification.from_pretrained(audio_classifier_repo, **remote).eval(),
+    AutoFeatureExtractor.from_pretrained(audio_classifier_repo, **remote),
+    AutoModelForTextToWaveform.from_pretrained(tts_repo, **remote), AutoProcessor.from_pretrained(tts_repo, **remote),
+)}}
+media["pipelines"] = {{
+    "video-classification": labelled(pipeline("video-classification", model=video_repo, **remote)(CLIP)),
+    "automatic-speech-recognition": pipeline("automatic-speech-recognition", model=asr_repo, **remote)(
+        dict(speech))["text"],
+    "audio-classification": labelled(pipeline("audio-classification", model=audio_classifier_repo, **remote)(
+        dict(speech))),
+    "text-to-audio": pipeline("text-to-audio", model=tts_repo, **remote)("hello hub")["audio"].tolist(),
+}}
 print(json.dumps({{
+    "media": media,
     "classifier": type(classifier).__name__, "base": type(base).__name__, "processor": type(processor).__name__,
     "logits": logits.tolist(), "tokens": tokens.tolist(), "trained_logits": trained_logits.tolist(),
     "pipeline": [[p["label"], p["score"]] for p in predictions], "features_shape": list(features.shape),
@@ -199,25 +381,101 @@ def test_push_and_pull_through_the_hub_client(tmp_path):
         check_model_and_processor_pushes(hub)
         check_pull_with_the_package(pushed)
         check_trainer_pushes(hub, pushed)
+        check_media_pushes(hub)
+        check_media_pulls_with_the_package(pushed)
         check_pull_without_the_package(hub, pushed, tmp_path / "without_package")
         check_vision_tower_conversion_from_the_hub(pushed)
         assert hub.unknown_requests == []  # every request the clients made is one the server implements
 
 
 def push_and_pull_with_the_package(hub: HubServer, workdir: Path) -> dict:
-    """Push a classifier and its processor, train and push with Trainer and OmniTrainer, and pull back by repo id."""
+    """Push a classifier and its processor, train and push with Trainer and OmniTrainer, push the video, audio and
+    speech models with their processors, and pull everything back by repo id."""
     workdir.mkdir()
     image = workdir / "image.png"
     PIL.Image.fromarray((np.random.RandomState(0).rand(30, 40, 3) * 255).astype(np.uint8)).save(image)
+    clip = workdir / "clip.mp4"
+    write_video(clip, (np.random.RandomState(1).rand(6, 30, 40, 3) * 255).astype(np.uint8))
     env = hub.client_env(
         HF_HOME=str(workdir / "hf_home"),
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         TRANSFORMERS_VERBOSITY="error",
         TOKENIZERS_PARALLELISM="false",
     )
-    args = [REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, TOWER_REPO, str(image), str(workdir / "runs")]
+    args = [REPO, PLAIN_TRAINER_REPO, OMNI_TRAINER_REPO, TOWER_REPO, str(image), str(workdir / "runs"), VIDEO_REPO,
+            ASR_REPO, AUDIO_CLASSIFIER_REPO, TTS_REPO, str(clip)]
     result = run_with_package(PUSH_AND_PULL, args, env, cwd=workdir)
-    return {"result": result, "image": image}
+    return {"result": result, "image": image, "clip": clip}
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 10):
+    """Encode `frames [T, H, W, 3]` (uint8 RGB) as an H.264 mp4 with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def check_media_pushes(hub: HubServer):
+    """The video, audio and speech models' pushes: config with every Auto class of the model type, code, processor
+    files and the model type's card (which replaced the placeholder of the processor pushed first)."""
+    for repo_id, expected in MEDIA_PUSHES.items():
+        repo = hub.repos[repo_id]
+        files = repo.commit_at("main").files
+        assert json.loads(files["config.json"].content)["auto_map"] == expected["auto_map"], repo_id
+        assert {"model.safetensors", "README.md"} | expected["files"] <= set(files), repo_id
+        for name in expected["files"]:
+            if name.endswith(".py"):
+                assert files[name].content == (PACKAGE / name).read_bytes(), (repo_id, name)
+        assert "pushed on the Hub" in repo.commits[1].files["README.md"].content.decode(), repo_id
+        readme = files["README.md"].content.decode()
+        metadata = front_matter(readme)
+        assert metadata["pipeline_tag"] == expected["pipeline_tag"] and "omni-encoders" in metadata["tags"], repo_id
+        assert json.loads(files["config.json"].content)["model_type"] in metadata["tags"], repo_id
+        assert f'{expected["auto_class"]}.from_pretrained("{repo_id}", trust_remote_code=True)' in readme, repo_id
+    assert "2 classes: left, right" in hub.repos[VIDEO_REPO].files_at("main")["README.md"].decode()
+
+
+def check_media_outputs(outputs: dict, expected: dict, atol: float):
+    for key in ("video_logits", "video_tokens", "asr_logits", "asr_features", "audio_logits", "speech"):
+        assert max_abs_diff(torch.tensor(outputs[key]), torch.tensor(expected[key])) < atol, key
+    assert outputs["asr_text"] == expected["asr_text"] and len(expected["asr_text"]) > 0
+
+
+def check_pipeline_predictions(predictions: list, logits: list, labels: list[str]):
+    """Labels sorted by score, scores the softmax of the model's logits."""
+    probabilities = torch.tensor(logits).softmax(-1)[0].tolist()
+    expected = sorted(zip(labels, probabilities), key=lambda pair: -pair[1])
+    assert [label for label, _ in predictions] == [label for label, _ in expected]
+    assert [score for _, score in predictions] == pytest.approx([score for _, score in expected], abs=1e-5)
+
+
+def check_media_pulls_with_the_package(pushed: dict):
+    """The video, audio and speech models pulled by repo id with the Auto classes (the base model from a head's repo
+    too) and their processors give the pushed models' outputs; so do their pipelines."""
+    media = pushed["result"]["media"]
+    assert media["pulled"]["classes"] == media["pushed"]["classes"] == [
+        "OmniVideoForVideoClassification", "OmniVideoModel", "OmniVideoVideoProcessor", "OmniAudioForCTC",
+        "OmniAudioModel", "OmniAudioProcessor", "OmniAudioForAudioClassification", "OmniAudioFeatureExtractor",
+        "OmniAudioDecoderModel", "OmniAudioDecoderProcessor",
+    ]
+    check_media_outputs(media["pulled"], media["pushed"], atol=1e-6)
+    check_media_pipelines(media["pipelines"], media)
+
+
+def check_media_pipelines(pipelines: dict, media: dict):
+    pushed = media["pushed"]
+    check_pipeline_predictions(pipelines["video-classification"], pushed["video_logits"], ["left", "right"])
+    assert pipelines["automatic-speech-recognition"] == pushed["asr_text"]
+    check_pipeline_predictions(pipelines["audio-classification"], pushed["audio_logits"], ["speech", "music", "noise"])
+    speech = torch.tensor(pipelines["text-to-audio"])
+    assert speech.shape[-1] > 0
+    assert max_abs_diff(speech.flatten(), torch.tensor(media["unconditioned_speech"])) < 1e-5
 
 
 def check_model_and_processor_pushes(hub: HubServer):
@@ -273,7 +531,8 @@ def check_pull_with_the_package(pushed: dict):
 
 
 def check_pull_without_the_package(hub: HubServer, pushed: dict, tmp_path: Path):
-    """The same by repo id where omni_encoders cannot be imported (trust_remote_code=True), every Auto class."""
+    """The same by repo id where omni_encoders cannot be imported (trust_remote_code=True), every Auto class, for the
+    vision, video, audio and speech models."""
     tmp_path.mkdir()
     expected = pushed["result"]
     OmniVisionModel(tiny_vision_config()).save_pretrained(tmp_path / "base")
@@ -283,10 +542,15 @@ def check_pull_without_the_package(hub: HubServer, pushed: dict, tmp_path: Path)
     result = run_without_package(
         PULL_WITHOUT_PACKAGE.format(
             env=env, image=str(pushed["image"]), repo=REPO, trainer_repo=OMNI_TRAINER_REPO, first_save=first_save,
-            base_dir=str(tmp_path / "base"),
+            base_dir=str(tmp_path / "base"), media_helpers=MEDIA_HELPERS, clip=str(pushed["clip"]),
+            media_repos=(VIDEO_REPO, ASR_REPO, AUDIO_CLASSIFIER_REPO, TTS_REPO),
         ),
         tmp_path,
     )
+    media = result["media"]
+    assert media["pulled"]["classes"] == expected["media"]["pushed"]["classes"]
+    check_media_outputs(media["pulled"], expected["media"]["pushed"], atol=1e-5)
+    check_media_pipelines(media["pipelines"], expected["media"])
     assert (result["classifier"], result["base"], result["processor"]) == (
         "OmniVisionForImageClassification", "OmniVisionModel", "OmniVisionImageProcessor"
     )
@@ -404,24 +668,85 @@ def test_model_card_takes_the_metrics_of_a_training_run():
     assert "- learning_rate: 0.001" in card.text and "| Training Loss | Epoch | Step |" in card.text
 
 
+@pytest.mark.parametrize("model, task", [
+    (lambda: OmniVideoForVideoClassification(tiny_video_config(num_labels=2)), "Video Classification"),
+    (lambda: OmniAudioForCTC(tiny_audio_config()), "Automatic Speech Recognition"),
+    (lambda: OmniAudioForAudioClassification(tiny_audio_config(num_labels=2)), "Audio Classification"),
+    (lambda: OmniAudioDecoderModel(tiny_audio_decoder_config()), "Text-to-Audio"),
+])
+def test_training_results_reach_the_model_index_of_every_head(model, task):
+    """transformers' TrainingSummary leaves tasks it does not know (video classification, text-to-audio) out of the
+    model-index; the cards of every head carry their evaluation results."""
+    model = model()
+    training = TrainingSummary(model_name="run", dataset="speech", dataset_tags="speech",
+                               eval_results={"Loss": 0.5, "Wer": 0.25}, hyperparameters={"learning_rate": 0.001})
+    metadata = front_matter(str(create_model_card(model, model_id="org/trained", training=training)))
+    (result,) = metadata["model-index"][0]["results"]
+    assert result["task"] == {"type": metadata["pipeline_tag"], "name": task}
+    assert result["metrics"] == [{"name": "Wer", "type": "wer", "value": 0.25}]
+    assert "video-classification" not in TASK_TAG_TO_NAME_MAPPING  # transformers' table is left as it was
+
+
 def fake_config(model_type: str) -> PreTrainedConfig:
-    """A bare config of a model type whose model is not on this branch yet."""
+    """A bare config of a model type that is not ours."""
     return type("FakeConfig", (PreTrainedConfig,), {"model_type": model_type})()
 
 
-@pytest.mark.parametrize("model_type, pipeline_tag", [
-    ("omni_vision", "image-feature-extraction"),
-    ("omni_video", "feature-extraction"),
-    ("omni_audio", "feature-extraction"),
-    ("omni_audio_decoder", "text-to-audio"),
+TINY_CONFIGS = {
+    "omni_vision": tiny_vision_config,
+    "omni_video": tiny_video_config,
+    "omni_audio": tiny_audio_config,
+    "omni_audio_decoder": tiny_audio_decoder_config,
+}
+
+
+@pytest.mark.parametrize("model_type, pipeline_tag, shown", [
+    ("omni_vision", "image-feature-extraction", [
+        "`[batch, 6, 32]`", "`siglip_vision_model`: hidden size 32, 2 layers",
+    ]),
+    ("omni_video", "feature-extraction", [
+        "`[batch, T × 3, 32]`", "2 blocks of 4 heads", "4 SwiGLU experts of width 48, top-2",
+        "4×4 patches per frame",
+    ]),
+    ("omni_audio", "feature-extraction", [
+        "channels 8, 8, 16, 16, 32, 32", "`[batch, samples // 64, 32]`", "latent of rank 8, expanded to 2 grouped",
+        "depthwise kernel 7", "embedding (12 dimensions)",
+    ]),
+    ("omni_audio_decoder", "text-to-audio", [
+        "1 feed-forward Transformer blocks (RMLA attention with 4 heads", "20-bin mel spectrogram + 2-layer",
+        "kernels 3;",
+        "`[batch]` / `[batch, 8]`", "32 initial channels",
+    ]),
 ])
-def test_every_model_type_has_a_template_that_renders(model_type, pipeline_tag):
-    config = tiny_vision_config() if model_type == "omni_vision" else fake_config(model_type)
-    card = create_model_card(config, model_id=f"org/{model_type}")
+def test_every_model_type_has_a_template_that_renders(model_type, pipeline_tag, shown):
+    """Each template renders for the real config of its model type and shows that config's sizes, not defaults."""
+    card = create_model_card(TINY_CONFIGS[model_type](), model_id=f"org/{model_type}")
     metadata = front_matter(str(card))
     assert metadata["pipeline_tag"] == pipeline_tag and model_type in metadata["tags"]
     assert f'from_pretrained("org/{model_type}"' in card.text and "## Citation" in card.text
     assert "{{" not in card.text and "{%" not in card.text
+    for text in shown:
+        assert text in card.text, text
+
+
+@pytest.mark.parametrize("model_class, config, pipeline_tag, shown", [
+    (OmniVideoForVideoClassification, tiny_video_config(num_labels=2, frame_causal=False), "video-classification",
+     ["over every frame (`frame_causal=False`)", "| `logits` | `[batch, 2]` |"]),
+    (OmniAudioForCTC, tiny_audio_config(use_quantizer=True), "automatic-speech-recognition",
+     ["residual VQ with 3 codebooks × 16 entries", "| `logits` | `[batch, samples // 64, 32]` |"]),
+    (OmniAudioForAudioClassification, tiny_audio_config(num_labels=3, use_speaker_encoder=False),
+     "audio-classification", ["3 classes", "| `logits` | `[batch, 3]` |"]),
+    (OmniAudioDecoderModel, tiny_audio_decoder_config(num_speakers=0, postnet_layers=0), "text-to-audio",
+     ["| speaker | a zero-shot", "→ 20-bin mel spectrogram |"]),
+])
+def test_model_cards_of_the_heads_follow_their_config(model_class, config, pipeline_tag, shown):
+    card = create_model_card(model_class(config), model_id="org/head")
+    assert card.data.pipeline_tag == pipeline_tag
+    assert f'{model_class._auto_class}.from_pretrained("org/head", trust_remote_code=True)' in card.text
+    for text in shown:
+        assert text in card.text, text
+    if not getattr(config, "use_speaker_encoder", True):
+        assert "speaker encoder |" not in card.text
 
 
 def test_templates_ship_inside_the_package():

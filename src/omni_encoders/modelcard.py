@@ -22,6 +22,7 @@ Adding a model type: write `model_cards/<model_type>.md` and add one [`ModelCard
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import PreTrainedConfig, PreTrainedModel, Trainer
 from transformers import __version__ as transformers_version
-from transformers.modelcard import TrainingSummary, make_markdown_table
+from transformers.modelcard import TASK_TAG_TO_NAME_MAPPING, TrainingSummary, make_markdown_table
 
 
 TEMPLATES_DIR = Path(__file__).parent / "model_cards"
@@ -66,6 +67,15 @@ AUTO_CLASS_PIPELINE_TAGS = {
     "AutoModelForAudioClassification": "audio-classification",
     "AutoModelForTextToWaveform": "text-to-audio",
     "AutoModelForTextToSpectrogram": "text-to-audio",
+}
+
+# Hub names of the tasks of our pipeline tags that transformers' `TrainingSummary` does not know (it leaves their
+# evaluation results out of the `model-index`).
+TASK_NAMES = {
+    "video-classification": "Video Classification",
+    "text-to-audio": "Text-to-Audio",
+    "feature-extraction": "Feature Extraction",
+    "image-feature-extraction": "Image Feature Extraction",
 }
 
 LICENSE = "apache-2.0"
@@ -102,6 +112,24 @@ def _training_context(training: TrainingSummary) -> dict:
         "datasets": _as_list(training.dataset),
         "framework_versions": {"Transformers": transformers_version, "PyTorch": torch.__version__},
     }
+
+
+@contextlib.contextmanager
+def _known_task_names():
+    """Let `TrainingSummary` name our tasks in the `model-index` for the duration of the block."""
+    missing = {tag: name for tag, name in TASK_NAMES.items() if tag not in TASK_TAG_TO_NAME_MAPPING}
+    TASK_TAG_TO_NAME_MAPPING.update(missing)
+    try:
+        yield
+    finally:
+        for tag in missing:
+            TASK_TAG_TO_NAME_MAPPING.pop(tag, None)
+
+
+def _training_metadata(training: TrainingSummary) -> dict:
+    """Metrics, datasets, tags and model-index of a training run, as the Trainer writes them, for any of our tasks."""
+    with _known_task_names():
+        return training.create_metadata()
 
 
 def create_model_card(
@@ -157,7 +185,7 @@ def create_model_card(
         training = copy.copy(training)  # not dataclasses.replace: its __post_init__ may query the Hub
         training.tasks = training.tasks or pipeline_tag
         training.model_name = model_id.rsplit("/", 1)[-1]
-        metadata = training.create_metadata()  # metrics, datasets, tags and model-index, as the Trainer writes them
+        metadata = _training_metadata(training)
         metadata.pop("base_model", None)
     card_tags = ["omni-encoders", config.model_type, *spec.tags, *_as_list(metadata.pop("tags", None)), *(tags or [])]
     card_data = ModelCardData(

@@ -25,6 +25,7 @@ from transformers.utils import ModelOutput
 from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
 from .modeling_omni_common import (
     OmniClassifierOutput,
+    OmniHubMixin,
     OmniLatentAttention,
     OmniLatentCache,
     OmniMLP,
@@ -306,7 +307,6 @@ class OmniAudioConvModule(nn.Module):
         hidden_size = config.hidden_size
         self.layer_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.pointwise_conv1 = nn.Conv1d(hidden_size, 2 * hidden_size, kernel_size=1)
-        self.glu = nn.GLU(dim=1)
         self.depthwise_conv = nn.Conv1d(
             hidden_size,
             hidden_size,
@@ -319,13 +319,30 @@ class OmniAudioConvModule(nn.Module):
         self.pointwise_conv2 = nn.Conv1d(hidden_size, hidden_size, kernel_size=1)
 
     def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`hidden_states [B, T, D]`, `frame_mask [B, T, 1]` (1 = valid) -> `[B, T, D]`."""
-        hidden_states = self.glu(self.pointwise_conv1(self.layer_norm(hidden_states).transpose(1, 2)))
+        """`hidden_states [B, T, D]`, `frame_mask [B, T, 1]` (1 = valid) -> `[B, T, D]`.
+
+        Computed in the `[B, T, D]` layout throughout, with no transposing copy: the pointwise convolutions are
+        matmuls with their `[out, in, 1]` kernels, and the depthwise one runs as a channels-last 2D convolution over a
+        `[B, D, 1, T]` view (on CPU about 20x faster than `Conv1d` on `[B, D, T]` in bf16).
+        """
+        hidden_states = self.layer_norm(hidden_states)
+        hidden_states = nn.functional.linear(
+            hidden_states, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias
+        )
+        hidden_states = nn.functional.glu(hidden_states, dim=-1)
         if frame_mask is not None:
-            hidden_states = hidden_states * frame_mask.transpose(1, 2)
-        hidden_states = self.depthwise_conv(hidden_states).transpose(1, 2)
-        hidden_states = self.activation(self.norm(hidden_states)).transpose(1, 2)
-        return self.pointwise_conv2(hidden_states).transpose(1, 2)
+            hidden_states = hidden_states * frame_mask
+        conv = self.depthwise_conv
+        hidden_states = nn.functional.conv2d(
+            hidden_states.transpose(1, 2).unsqueeze(2),  # [B, D, 1, T], channels-last in memory
+            conv.weight.unsqueeze(2),
+            conv.bias,
+            padding=(0, conv.padding[0]),
+            groups=conv.groups,
+        )
+        hidden_states = hidden_states.squeeze(2).transpose(1, 2)  # [B, T, D], contiguous
+        hidden_states = self.activation(self.norm(hidden_states))
+        return nn.functional.linear(hidden_states, self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
 
 
 class OmniAudioConformerBlock(GradientCheckpointingLayer):
@@ -513,15 +530,13 @@ class OmniAudioSpeakerEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniAudioPreTrainedModel(PreTrainedModel):
+class OmniAudioPreTrainedModel(OmniHubMixin, PreTrainedModel):
     config: OmniAudioConfig
     config_class = OmniAudioConfig
     base_model_prefix = "model"
     main_input_name = "input_values"
     input_modalities = ("audio",)
     supports_gradient_checkpointing = True
-    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
-    accepts_loss_kwargs = False
     _no_split_modules = ["OmniAudioConformerBlock", "OmniAudioSpeakerEncoder"]
     _supports_sdpa = True
     _supports_flash_attn = True

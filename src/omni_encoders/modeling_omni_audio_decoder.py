@@ -30,7 +30,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_omni_audio_decoder import OmniAudioDecoderConfig
-from .modeling_omni_common import OmniLatentAttention, OmniRotaryEmbedding
+from .modeling_omni_common import OmniHubMixin, OmniLatentAttention, OmniRotaryEmbedding
 from .modeling_omni_vocoder import OmniVocoder, init_vocoder_weights, multi_resolution_stft_loss
 
 
@@ -615,7 +615,7 @@ class OmniAudioDecoderOutput(ModelOutput):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniAudioDecoderPreTrainedModel(PreTrainedModel):
+class OmniAudioDecoderPreTrainedModel(OmniHubMixin, PreTrainedModel):
     config: OmniAudioDecoderConfig
     config_class = OmniAudioDecoderConfig
     base_model_prefix = "model"

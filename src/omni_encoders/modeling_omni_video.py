@@ -102,8 +102,9 @@ class OmniVideoTemporalMoE(nn.Module):
     """Temporal mixture-of-experts feed-forward layer: each token goes through its top-k of `num_experts` SwiGLU
     experts (weighted by the router's probabilities) plus, optionally, a shared SwiGLU expert.
 
-    Dispatch sorts the `tokens * top_k` assignments by expert once, runs each expert on its contiguous slice and puts
-    the results back in order with one `index_copy`: no loop over tokens and no per-(expert, slot) masks.
+    Dispatch sorts the `tokens * top_k` assignments by expert once, runs each expert on its contiguous slice, weights
+    the results and sums them back onto their tokens with one `index_add_`: no loop over tokens, no per-(expert, slot)
+    masks and no `[tokens, top_k, D]` intermediate.
     """
 
     def __init__(self, config: OmniVideoConfig):
@@ -141,15 +142,15 @@ class OmniVideoTemporalMoE(nn.Module):
         Returns:
             `[N, D]`: the weighted sum of each token's experts.
         """
-        num_tokens, top_k = expert_indices.shape
+        top_k = expert_indices.shape[1]
         assignments = expert_indices.flatten()
         order = assignments.argsort(stable=True)  # assignments grouped by expert
         counts = torch.bincount(assignments, minlength=self.num_experts).tolist()
-        grouped_inputs = hidden_states[order // top_k].split(counts)
+        token_index = order // top_k
+        grouped_inputs = hidden_states[token_index].split(counts)
         grouped_outputs = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, grouped_inputs)])
-        outputs = grouped_outputs.new_empty(grouped_outputs.shape).index_copy(0, order, grouped_outputs)
-        outputs = outputs.view(num_tokens, top_k, -1) * expert_weights.unsqueeze(-1).to(outputs.dtype)
-        return outputs.sum(dim=1)
+        grouped_outputs = grouped_outputs * expert_weights.flatten()[order].unsqueeze(-1).to(grouped_outputs.dtype)
+        return grouped_outputs.new_zeros(hidden_states.shape).index_add_(0, token_index, grouped_outputs)
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
@@ -265,6 +266,7 @@ class OmniVideoBlock(GradientCheckpointingLayer):
         tracks = tracks + attn_output
 
         hidden_states = tracks.view(batch_size, num_patches, num_frames, hidden_size).transpose(1, 2).contiguous()
+        del frames, tracks, attn_output  # not needed by the MoE (the peak memory of the block in inference)
         moe_output, router_logits = self.mlp(self.post_attention_layernorm(hidden_states))
         return hidden_states + moe_output, spatial_weights, temporal_weights, router_logits
 
@@ -374,14 +376,15 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
             )
 
     def rotary_tables(
-        self, batch_size: int, grid: tuple[int, int, int], device: torch.device
+        self, batch_size: int, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype = torch.float32
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """The 3D rotary table of a `(frames, height, width)` grid, laid out for the spatial attention
-        (`[B * T, h * w, head_dim]`) and for the temporal attention (`[B * h * w, T, head_dim]`)."""
+        (`[B * T, h * w, head_dim]`) and for the temporal attention (`[B * h * w, T, head_dim]`), computed in float32
+        and cast to `dtype` (the dtype the attention layers rotate in) once for all layers."""
         num_frames, height, width = grid
         cos, sin = self.rotary_emb(grid_positions(grid, device=device))
         spatial, temporal = [], []
-        for table in (cos, sin):
+        for table in (cos.to(dtype), sin.to(dtype)):
             table = table.view(1, num_frames, height * width, -1).expand(batch_size, -1, -1, -1)
             spatial.append(table.reshape(batch_size * num_frames, height * width, -1))
             temporal.append(table.transpose(1, 2).reshape(batch_size * height * width, num_frames, -1))
@@ -456,11 +459,12 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
         hidden_states = features.view(batch_size, num_frames, num_patches, hidden_size)
 
         spatial_position_embeddings, temporal_position_embeddings = self.rotary_tables(
-            batch_size, (num_frames, height, width), features.device
+            batch_size, (num_frames, height, width), features.device, features.dtype
         )
         temporal_attention_mask = self.temporal_attention_mask(
             frame_mask, batch_size, num_frames, num_patches, features.dtype, features.device
         )
+        del features  # `hidden_states` views it; let the first block's output replace it
 
         all_hidden_states = (hidden_states.flatten(1, 2),) if output_hidden_states else None
         spatial_attentions = () if output_attentions else None

@@ -99,16 +99,20 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         query_b, key_b, value_b = attn_b.project(
             self.stream_b.input_layernorm(hidden_states_b), position_embeddings=position_embeddings
         )
-        joint_output, attn_weights = dispatch_attention(
-            attn_a,
-            torch.cat([query_a, query_b], dim=2),
-            torch.cat([key_a, key_b], dim=2),
-            torch.cat([value_a, value_b], dim=2),
-            **kwargs,
-        )
+        # Free each stream's part once it is in the joint tensor, and the joint tensors after attention: in inference
+        # they would otherwise stay alive through the feed-forward layers (the peak memory of the block).
+        query = torch.cat([query_a, query_b], dim=2)
+        del query_a, query_b
+        key = torch.cat([key_a, key_b], dim=2)
+        del key_a, key_b
+        value = torch.cat([value_a, value_b], dim=2)
+        del value_a, value_b
+        joint_output, attn_weights = dispatch_attention(attn_a, query, key, value, **kwargs)
+        del query, key, value
         output_a, output_b = joint_output.split(num_patches, dim=1)
         hidden_states_a = hidden_states_a + attn_a.o_proj(output_a)
         hidden_states_b = hidden_states_b + attn_b.o_proj(output_b)
+        del joint_output, output_a, output_b
         hidden_states_a = hidden_states_a + self.stream_a.mlp(self.stream_a.post_attention_layernorm(hidden_states_a))
         hidden_states_b = hidden_states_b + self.stream_b.mlp(self.stream_b.post_attention_layernorm(hidden_states_b))
         return hidden_states_a, hidden_states_b, attn_weights
@@ -305,9 +309,11 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         )
         all_hidden_states = tuple(backbone_outputs.hidden_states) if output_hidden_states else None
         all_attentions = tuple(backbone_outputs.attentions) if output_attentions else None
+        del backbone_outputs  # holds the features: let the first block's outputs replace them in memory
 
         position_embeddings = self.rotary_emb(grid_positions(grid, device=features.device))
         stream_a = stream_b = features
+        del features
         for block in self.layers:
             stream_a, stream_b, attn_weights = block(stream_a, stream_b, position_embeddings)
             if output_hidden_states:

@@ -138,8 +138,11 @@ class OmniSnake(nn.Module):
             inverse_alpha = 1.0 / alpha.clamp_min(self.eps)
         else:
             inverse_alpha = torch.sign(alpha) / alpha.abs().clamp_min(self.eps)
-        hidden_states = hidden_states.float()
-        return torch.addcmul(hidden_states, torch.sin(alpha * hidden_states).square(), inverse_alpha)
+        # Mixed-dtype ops promote a bf16/fp16 input to float32 as they read it (no separate upcast pass), and squaring
+        # by a multiplication is several times cheaper than `pow(2)` on CPU. Without autograd, square in place.
+        sine = torch.sin(hidden_states * alpha)
+        sine = sine * sine if torch.is_grad_enabled() else sine.mul_(sine)
+        return torch.addcmul(hidden_states, sine, inverse_alpha)
 
     def low_pass_filter(self, device: torch.device) -> torch.Tensor:
         """The anti-aliasing filter `[1, 1, filter_size]` in float32 on `device` (cutoff at the input Nyquist)."""

@@ -5,9 +5,9 @@ Each converter is a function and a command line, and writes a `save_pretrained` 
 `conversion_report.json` and a model card:
 
 - [`convert_vision_tower`] (`python -m omni_encoders.conversion.vision_tower`): a pretrained SigLIP, SigLIP 2 or CLIP
-  vision tower into an `OmniVisionModel`;
+  vision tower into an `OmniVisionModel`, or into an `OmniVideoModel` as its per-frame backbone;
 - [`convert_reference_checkpoint`] (`python -m omni_encoders.conversion.reference`): checkpoints of the spec's
-  reference implementation.
+  reference implementation into any of the four model types.
 
 Both run on the mapping engine of [`mapping`]: rules over key names, a report of what was mapped, dropped and newly
 initialised, and a clear error when a tensor does not fit the target config.

@@ -116,18 +116,30 @@ class Rule:
     Args:
         pattern: regular expression over the source key (after its component prefix).
         target: target key template, formatted with the pattern's groups (`"layers.{0}.stream_{1}.norm.weight"`); a
-            tuple of templates splits the tensor into that many equal chunks along `split_dim` (fused projections,
-            e.g. `to_qkv` -> q/k/v). `None` drops the tensor.
+            tuple of templates writes the tensor to several keys (see `split_dim`). A callable takes the pattern's
+            groups and returns the template(s), or `None` to drop the tensor, for targets whose indices are computed
+            (e.g. `lambda i, p: f"frame_encoder.{int(i) // 3}.conv.{p}" if int(i) % 3 == 0 else None`). `None` drops
+            every matching tensor.
         reason: why a dropped tensor has no use in our model (shown in reports and model cards).
         transform: applied to the tensor before splitting (e.g. a reshape).
-        split_dim: dimension along which a fused tensor is split.
+        split_dim: with several targets, the dimension along which the tensor is split into that many equal chunks
+            (fused projections, e.g. `to_qkv` -> q/k/v); `None` copies the whole tensor to every target (one
+            parameter shared by modules that have their own copy in our model).
     """
 
     pattern: str
-    target: str | tuple[str, ...] | None
+    target: str | tuple[str, ...] | Callable[..., str | tuple[str, ...]] | None
     reason: str = ""
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-    split_dim: int = 0
+    split_dim: int | None = 0
+
+    def targets(self, match: re.Match) -> tuple[str, ...]:
+        """The target key(s) of a source key that matched `pattern`."""
+        target = self.target(*match.groups()) if callable(self.target) else self.target
+        if target is None:
+            return ()
+        templates = (target,) if isinstance(target, str) else target
+        return tuple(template.format(*match.groups()) for template in templates)
 
 
 def drop(pattern: str, reason: str) -> Rule:
@@ -152,6 +164,36 @@ def key_group(key: str) -> str:
     return re.sub(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)", "*", key)
 
 
+def group_keys(statuses: Mapping[str, str], status: str) -> list[str]:
+    """The keys whose status is `status`, grouped over the indices that do not change the status.
+
+    An index of a key becomes `*` when every key that differs from it only at that index has the same status, so
+    `postnet.*.1.weight` (a BatchNorm in each of several `[Conv1d, BatchNorm1d]` layers) stays apart from
+    `postnet.*.0.weight` (their convolutions) when the two were treated differently, while layer indices collapse.
+
+    Args:
+        statuses: key -> status (e.g. "mapped" or the reason a tensor was dropped) of every key of the checkpoint or
+            model.
+        status: the status whose keys to group.
+    """
+    segments = {key: key.split(".") for key in statuses}
+    numeric = {key: [i for i, part in enumerate(parts) if part.isdigit()] for key, parts in segments.items()}
+    siblings: dict[tuple, set[str]] = defaultdict(set)  # (key with one index starred, index position) -> statuses
+    for key, parts in segments.items():
+        for i in numeric[key]:
+            siblings[(*parts[:i], "*", *parts[i + 1:])].add(statuses[key])
+    groups = []
+    for key, parts in segments.items():
+        if statuses[key] != status:
+            continue
+        grouped = [
+            "*" if i in numeric[key] and len(siblings[(*parts[:i], "*", *parts[i + 1:])]) == 1 else part
+            for i, part in enumerate(parts)
+        ]
+        groups.append(".".join(grouped))
+    return list(dict.fromkeys(groups))
+
+
 @dataclass
 class ConversionReport:
     """What a conversion did, tensor by tensor.
@@ -173,19 +215,18 @@ class ConversionReport:
     other_components: dict[str, int] = field(default_factory=dict)
 
     def summary(self, command: str) -> dict:
-        """Compact form for a model card: dropped keys by reason, and initialised keys, grouped over layer indices."""
-        dropped: dict[str, list[str]] = {}
-        for key, reason in self.dropped.items():
-            groups = dropped.setdefault(reason, [])
-            if key_group(key) not in groups:
-                groups.append(key_group(key))
+        """Compact form for a model card: dropped keys by reason, and initialised keys, grouped over the indices that
+        do not change how a tensor was treated (see [`group_keys`])."""
+        sources = {**{key: "mapped" for key in self.mapped}, **self.dropped}
+        targets = {key: "mapped" for keys in self.mapped.values() for key in keys}
+        targets.update({key: "initialised" for key in self.initialised})
         return {
             "source": self.source,
             "layout": self.layout,
             "command": command,
             "num_mapped": len(self.mapped),
-            "dropped": dropped,
-            "initialised": list(dict.fromkeys(key_group(key) for key in self.initialised)),
+            "dropped": {reason: group_keys(sources, reason) for reason in dict.fromkeys(self.dropped.values())},
+            "initialised": group_keys(targets, "initialised"),
         }
 
     def save(self, path: str | os.PathLike):
@@ -208,24 +249,55 @@ class ConversionReport:
 # ---------------------------------------------------------------------------------------------------------- engine
 
 
-def _split_by_component(
-    state_dict: Mapping[str, torch.Tensor], components: Sequence[Component]
+def _match(rules: Sequence[Rule], key: str) -> tuple[Rule, re.Match] | tuple[None, None]:
+    """The first rule whose pattern fully matches `key`, with its match."""
+    for rule in rules:
+        match = re.fullmatch(rule.pattern, key)
+        if match:
+            return rule, match
+    return None, None
+
+
+def _assign(
+    state_dict: Mapping[str, torch.Tensor], components: Sequence[Component], prefix: str = ""
 ) -> tuple[dict[Component, dict[str, torch.Tensor]], dict[str, int]]:
-    """Assign each key to the component with the longest matching prefix. A checkpoint with none of the prefixes is
-    taken as a bare checkpoint of the last component (e.g. `vision_encoder.state_dict()` saved on its own)."""
+    """Assign each key (read as `prefix + key`) to the component with the longest matching source prefix."""
     by_length = sorted(components, key=lambda component: len(component.source_prefix), reverse=True)
-    if not any(key.startswith(c.source_prefix) for key in state_dict for c in components if c.source_prefix):
-        bare = components[-1]
-        by_length = [Component("", bare.target_prefix, bare.rules)]
     assigned: dict[Component, dict[str, torch.Tensor]] = defaultdict(dict)
     others: Counter[str] = Counter()
     for key, tensor in state_dict.items():
-        component = next((c for c in by_length if key.startswith(c.source_prefix)), None)
+        full_key = prefix + key
+        component = next((c for c in by_length if full_key.startswith(c.source_prefix)), None)
         if component is None:
-            others[key.split(".", 1)[0]] += 1
+            others[full_key.split(".", 1)[0]] += 1
         else:
-            assigned[component][key[len(component.source_prefix):]] = tensor
+            assigned[component][full_key[len(component.source_prefix):]] = tensor
     return assigned, dict(others)
+
+
+def _split_by_component(
+    state_dict: Mapping[str, torch.Tensor], components: Sequence[Component]
+) -> tuple[dict[Component, dict[str, torch.Tensor]], dict[str, int], str]:
+    """Assign each key to the component with the longest matching prefix.
+
+    A checkpoint with none of the prefixes is a component saved on its own (e.g. `vision_encoder.state_dict()`, or
+    the `video_encoder` with its nested `vision_encoder.*`): its keys are read under the source prefix of the
+    component whose rules then match the most of them (the last component on a tie).
+
+    Returns:
+        `(tensors by component, counts of other components' tensors by top-level prefix, the prefix the keys were
+        read under)`.
+    """
+    if any(key.startswith(c.source_prefix) for key in state_dict for c in components if c.source_prefix):
+        return (*_assign(state_dict, components), "")
+
+    def matched(prefix: str) -> int:
+        assigned, _ = _assign(state_dict, components, prefix)
+        return sum(_match(c.rules, key)[0] is not None for c, tensors in assigned.items() for key in tensors)
+
+    prefixes = list(dict.fromkeys(c.source_prefix for c in reversed(components)))
+    prefix = max(prefixes, key=matched)  # max keeps the first (the last component's) on a tie
+    return (*_assign(state_dict, components, prefix), prefix)
 
 
 def convert_state_dict(
@@ -251,37 +323,32 @@ def convert_state_dict(
     report = ConversionReport(source=str(source), layout=layout)
     converted: dict[str, torch.Tensor] = {}
     mismatches: list[str] = []
-    assigned, report.other_components = _split_by_component(state_dict, components)
+    assigned, report.other_components, bare_prefix = _split_by_component(state_dict, components)
     for component, tensors in assigned.items():
         for key, tensor in tensors.items():
-            full_key = component.source_prefix + key
-            rule = match = None
-            for rule in component.rules:
-                match = re.fullmatch(rule.pattern, key)
-                if match:
-                    break
-            if match is None:
+            full_key = (component.source_prefix + key)[len(bare_prefix):]  # the key as the checkpoint names it
+            rule, match = _match(component.rules, key)
+            if rule is None:
                 report.dropped[full_key] = "no rule of this layout maps it (unknown tensor)"
                 continue
-            if rule.target is None:
+            targets = [component.target_prefix + target for target in rule.targets(match)]
+            if not targets:
                 report.dropped[full_key] = rule.reason
                 continue
-            templates = (rule.target,) if isinstance(rule.target, str) else rule.target
-            targets = [component.target_prefix + template.format(*match.groups()) for template in templates]
             if any(target not in target_shapes for target in targets):
                 report.dropped[full_key] = "not in this model (its config leaves that module out)"
                 continue
             value = rule.transform(tensor) if rule.transform is not None else tensor
-            if len(targets) > 1:
-                if value.shape[rule.split_dim] % len(targets) != 0:
-                    mismatches.append(
-                        f"{full_key} {list(tensor.shape)} cannot be split into {len(targets)} equal parts "
-                        f"({', '.join(targets)})"
-                    )
-                    continue
-                pieces = value.chunk(len(targets), dim=rule.split_dim)
+            if len(targets) == 1 or rule.split_dim is None:
+                pieces = (value,) * len(targets)
+            elif value.shape[rule.split_dim] % len(targets) != 0:
+                mismatches.append(
+                    f"{full_key} {list(tensor.shape)} cannot be split into {len(targets)} equal parts "
+                    f"({', '.join(targets)})"
+                )
+                continue
             else:
-                pieces = (value,)
+                pieces = value.chunk(len(targets), dim=rule.split_dim)
             for target, piece in zip(targets, pieces):
                 if piece.shape != target_shapes[target]:
                     mismatches.append(
@@ -368,6 +435,7 @@ __all__ = [
     "Rule",
     "convert_state_dict",
     "drop",
+    "group_keys",
     "key_group",
     "load_converted",
     "load_state_dict",

@@ -11,9 +11,12 @@ reads raw weight files (with `--backbone-config`), and writes a `save_pretrained
 
     python -m omni_encoders.conversion.vision_tower google/siglip-so400m-patch14-384 ./omni-vision-so400m
     python -m omni_encoders.conversion.vision_tower ./clip-vit-b16 ./omni-vision-clip --set num_tokens=64
+    python -m omni_encoders.conversion.vision_tower google/siglip-so400m-patch14-384 ./omni-video-so400m \
+        --model-type omni_video --set num_tokens_per_frame=32 --set 'vision_config={"num_hidden_layers": 1}'
 
-Another model type plugs in with one [`TowerTarget`] in `TOWER_TARGETS` (e.g. the video encoder: its backbone under
-`vision_model.backbone.`, its config built around an `OmniVisionConfig`).
+Targets ([`TowerTarget`] in `TOWER_TARGETS`): `omni_vision` (`OmniVisionModel`, the tower under `backbone.`) and
+`omni_video` (`OmniVideoModel`, the tower under `vision_model.backbone.`: the per-frame vision encoder's backbone;
+`--set` arguments go to the `OmniVideoConfig`, and `vision_config` to the `OmniVisionConfig` built around the tower).
 """
 
 from __future__ import annotations
@@ -67,15 +70,37 @@ def _vision_config(tower_config: PreTrainedConfig, overrides: dict) -> PreTraine
     return OmniVisionConfig(backbone_config=tower_config, **overrides)
 
 
+def _video_config(tower_config: PreTrainedConfig, overrides: dict) -> PreTrainedConfig:
+    """An `OmniVideoConfig` around the tower; `overrides` are its arguments, `vision_config` (a dict) those of the
+    per-frame vision encoder."""
+    from ..configuration_omni_video import OmniVideoConfig
+
+    overrides = dict(overrides)
+    vision_config = _vision_config(tower_config, dict(overrides.pop("vision_config", None) or {}))
+    return OmniVideoConfig(vision_config=vision_config, **overrides)
+
+
+def _normalisation(source_folder: Path | None) -> dict:
+    """The tower's `image_mean`/`image_std` (e.g. CLIP's), from its `preprocessor_config.json` when it has one."""
+    preprocessor_file = source_folder / "preprocessor_config.json" if source_folder is not None else None
+    if preprocessor_file is None or not preprocessor_file.is_file():
+        return {}
+    source = json.loads(preprocessor_file.read_text())
+    return {key: source[key] for key in ("image_mean", "image_std") if key in source}
+
+
 def _vision_processor(config, source_folder: Path | None):
     from ..image_processing_omni_vision import OmniVisionImageProcessor
 
-    kwargs = {"size": {"height": config.image_size, "width": config.image_size}}
-    preprocessor_file = source_folder / "preprocessor_config.json" if source_folder is not None else None
-    if preprocessor_file is not None and preprocessor_file.is_file():  # keep the tower's normalisation (e.g. CLIP's)
-        source = json.loads(preprocessor_file.read_text())
-        kwargs.update({key: source[key] for key in ("image_mean", "image_std") if key in source})
-    return OmniVisionImageProcessor(**kwargs)
+    size = {"height": config.image_size, "width": config.image_size}
+    return OmniVisionImageProcessor(size=size, **_normalisation(source_folder))
+
+
+def _video_processor(config, source_folder: Path | None):
+    from ..video_processing_omni_video import OmniVideoVideoProcessor
+
+    size = {"height": config.image_size, "width": config.image_size}
+    return OmniVideoVideoProcessor(size=size, num_frames=config.num_frames, **_normalisation(source_folder))
 
 
 @dataclass(frozen=True)
@@ -97,6 +122,7 @@ class TowerTarget:
 
 TOWER_TARGETS: dict[str, TowerTarget] = {
     "omni_vision": TowerTarget("OmniVisionModel", "backbone.", _vision_config, _vision_processor),
+    "omni_video": TowerTarget("OmniVideoModel", "vision_model.backbone.", _video_config, _video_processor),
 }
 
 
@@ -147,7 +173,8 @@ def convert_vision_tower(
         backbone_config: the tower's config, for sources without a `config.json`.
         dtype: dtype of the converted model; defaults to the dtype of the source's weights.
         model_id: name the model card uses in its loading snippets (defaults to the output folder's name).
-        config_overrides: arguments of the new config (e.g. `num_tokens=64`).
+        config_overrides: arguments of the new config (e.g. `num_tokens=64`; for `omni_video`, `vision_config` is a
+            dict of arguments of its `OmniVisionConfig`).
 
     Returns:
         `(model, report)`: the converted model and its [`ConversionReport`].

@@ -1,0 +1,100 @@
+# Copyright 2026 The omni-encoders developers. Licensed under the Apache License, Version 2.0.
+"""Audio encoder vs. `Wav2Vec2ConformerModel` at matched size and audio length.
+
+    python benchmarks/bench_audio.py                        # full size (1024 wide, 6 blocks), 10 s of audio, bf16
+    python benchmarks/bench_audio.py --seconds 30
+    python benchmarks/bench_audio.py --size small --scaling # + audio 1 s -> 2 min (see the README for 10 min)
+
+Two peers, both with our width, depth, heads, FFN width and depthwise kernel, rotary positions and `--attn`:
+
+- `Wav2Vec2ConformerModel (native)`: wav2vec2's own feature encoder (7 convs of 512 channels, 320x downsampling,
+  50 frames/s). For the same audio it runs its Conformer on 5x fewer frames than ours (250 frames/s).
+- `Wav2Vec2ConformerModel (64x)`: its feature encoder configured like our tokenizer (channels 32..512, hidden;
+  kernels 7,5,5,3,3,3; six stride-2 convs = 64x, 250 frames/s): the same token count as ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerModel
+
+from harness import DTYPES, Case, add_common_arguments, compare, describe, setup
+from omni_encoders import OmniAudioConfig, OmniAudioModel
+
+
+SAMPLING_RATE = 16000
+
+
+def our_config(args: argparse.Namespace) -> OmniAudioConfig:
+    if args.size == "full":
+        return OmniAudioConfig(attn_implementation=args.attn)
+    return OmniAudioConfig(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, kv_lora_rank=64,
+        qk_rope_head_dim=32, intermediate_size=1024, attn_implementation=args.attn,
+    )
+
+
+def peer_configs(config: OmniAudioConfig) -> dict[str, Wav2Vec2ConformerConfig]:
+    common = {
+        "hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads, "intermediate_size": config.intermediate_size,
+        "hidden_act": "swish", "conv_depthwise_kernel_size": config.conv_kernel_size,
+        "position_embeddings_type": "rotary", "feat_extract_norm": "layer", "conv_bias": True,
+    }
+    matched_encoder = {
+        "conv_dim": list(config.tokenizer_channels), "conv_kernel": list(config.tokenizer_kernel_sizes),
+        "conv_stride": list(config.tokenizer_strides),
+    }
+    return {
+        "native": Wav2Vec2ConformerConfig(**common),
+        "64x": Wav2Vec2ConformerConfig(**common, **matched_encoder),
+    }
+
+
+def build(args: argparse.Namespace):
+    dtype = DTYPES[args.dtype]
+    config = our_config(args)
+    ours = OmniAudioModel._from_config(config, dtype=dtype).to(args.device).eval()
+    peers = {}
+    for name, peer_config in peer_configs(config).items():
+        peer_config._attn_implementation = args.attn
+        peers[name] = Wav2Vec2ConformerModel._from_config(peer_config, dtype=dtype).to(args.device).eval()
+    return config, ours, peers
+
+
+def frames_of(model: Wav2Vec2ConformerModel, samples: int) -> int:
+    return int(model._get_feat_extract_output_lengths(torch.tensor(samples)))
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    setup(args)
+    config, ours, peers = build(args)
+    durations = [args.seconds] + ([1, 10, 30, 60, 120] if args.scaling else [])
+    print(f"# Audio: OmniAudioModel vs Wav2Vec2ConformerModel ({args.size} size) — {describe(args)}")
+    rows = []
+    for seconds in dict.fromkeys(durations):
+        samples = int(seconds * SAMPLING_RATE)
+        waveforms = torch.randn(args.batch_size, samples, dtype=DTYPES[args.dtype], device=args.device)
+        audio_seconds = args.batch_size * seconds
+        cases = [Case("OmniAudioModel", lambda: ours(waveforms), audio_seconds, f"{samples // 64} frames")]
+        for name, peer in peers.items():
+            cases.append(Case(
+                f"Wav2Vec2ConformerModel ({name})", lambda peer=peer: peer(waveforms), audio_seconds,
+                f"{frames_of(peer, samples)} frames",
+            ))
+        rows += compare(f"{seconds:g} s of 16 kHz audio, batch {args.batch_size}", cases, args,
+                        unit="audio s/s")
+    return rows
+
+
+def main(argv=None):
+    parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio length of the main comparison")
+    parser.set_defaults(repeat=3)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
