@@ -171,6 +171,37 @@ def test_image_transform_and_metrics_feed_the_trainer(cache_dir):
     assert classification_metrics("accuracy")(Prediction()) == {"accuracy": 0.75}
 
 
+def test_text_to_speech_metrics_score_the_mel_and_flag_broken_alignments():
+    from omni_encoders.training import TextToSpeechMetrics
+
+    metrics = TextToSpeechMetrics()
+    # Two utterances: 5 and 3 frames of 2 mel bins, 3 and 2 tokens (the second padded by one token and two frames).
+    target = torch.zeros(2, 5, 2)
+    frame_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    token_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    mel = torch.ones(2, 5, 2)
+    mel[1, 3:] = 100.0  # padded frames: must not count
+    good = torch.tensor([[2, 2, 1], [1, 2, 0]])
+    log_durations = torch.log1p(good.float())
+
+    def score(durations):
+        stats = metrics.preprocess((mel, None, durations, log_durations), (target, frame_mask, token_mask))
+        return metrics(type("EvalPrediction", (), {"predictions": stats.numpy()})())
+
+    result = score(good)
+    assert result["mel_l1"] == 1.0 and result["num_utterances"] == 2
+    assert result["alignment_ok"] == 1.0 and result["alignment_min_token_frames"] == 1
+    assert result["duration_log_mae"] == pytest.approx(0.0, abs=1e-6) and result["length_error"] == 0.0
+    skipped_token = torch.tensor([[2, 3, 0], [1, 2, 0]])  # a real token without frames
+    assert score(skipped_token)["alignment_ok"] == 0.5 and score(skipped_token)["alignment_min_token_frames"] == 0
+    too_short = torch.tensor([[2, 2, 1], [1, 1, 0]])  # durations not summing to the frame count
+    assert score(too_short)["alignment_ok"] == 0.5 and score(too_short)["alignment_frame_mismatch"] == 1
+    frames_on_padding = torch.tensor([[2, 2, 1], [1, 1, 1]])
+    assert score(frames_on_padding)["alignment_ok"] == 0.5
+    with pytest.raises(ValueError, match="label_names"):
+        metrics.preprocess((mel, None, good, log_durations), target)
+
+
 # ----------------------------------------------------------------------------------------- tiny recipes learn
 
 
