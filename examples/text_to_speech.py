@@ -14,7 +14,8 @@ Monotonic Alignment Search). The held-out evaluation (`omni_encoders.training.Te
 of the teacher-forced decoder, the alignment check (every real character gets >= 1 frame and the durations sum to
 the frame count) and the duration predictor's errors; the recipe evaluates once before training too, so
 `results.json` holds the mel L1 at initialisation and after training. For flite voices it also compares the word
-boundaries of the learned alignment with flite's own segment timings (`omni_encoders.data.word_end_times`).
+boundaries of the alignment with flite's own segment timings (`omni_encoders.data.word_end_times`), before training
+(`init_word_boundary_*`) and after (`word_boundary_*`).
 
 By default the model is a small one trained from scratch (hidden 128, 2 + 2 FFT blocks, 80-bin mels); its vocoder is
 left as initialised unless `--train_vocoder` trains it with the multi-resolution STFT loss on 8-frame segments (see
@@ -307,20 +308,30 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
     set_seed(training_args.seed)  # before the model is built: the same seed gives the same initial weights
     trainer = make_trainer(model_args, data_args, training_args, callbacks=callbacks)
 
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    processor = trainer.processing_class
+    held_out = load_data(data_args, training_args)[1]  # with the speed and pitch columns word_end_times needs
+    check_boundaries = (
+        training_args.do_eval and data_args.check_word_boundaries and data_args.voice.startswith("flite:")
+    )
     initial = {}
     if training_args.do_train and training_args.do_eval:
         initial = trainer.evaluate(metric_key_prefix="init")  # the model as initialised (or loaded)
+        if check_boundaries:  # where the untrained aligner (mostly its diagonal prior) puts the word boundaries
+            boundaries = word_boundary_errors(model, processor, held_out, data_args.voice)
+            initial.update({f"init_{key}": value for key, value in boundaries.items() if key != "word_boundaries"})
     results = run_training(trainer, recipe="text_to_speech", held_out_split="test_seen_voices", args=args,
                            started_at=started_at)  # fmt: skip
     results.update(initial)
 
-    extra = {key: value for key, value in initial.items() if key in ("init_mel_l1", "init_loss")}
+    extra = {
+        key: value
+        for key, value in initial.items()
+        if key in ("init_mel_l1", "init_loss", "init_alignment_ok") or key.startswith("init_word_boundar")
+    }
     if "init_mel_l1" in initial and "eval_mel_l1" in results:
         extra["mel_l1_ratio"] = round(results["eval_mel_l1"] / initial["init_mel_l1"], 4)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    processor = trainer.processing_class
-    held_out = load_data(data_args, training_args)[1]
-    if training_args.do_eval and data_args.check_word_boundaries and data_args.voice.startswith("flite:"):
+    if check_boundaries:
         extra.update(word_boundary_errors(model, processor, held_out, data_args.voice))
     if training_args.do_eval and data_args.ctc_model_path is not None:
         extra.update(synthesis_cer(model, processor, held_out, data_args.ctc_model_path))

@@ -81,6 +81,10 @@ def _check_text_to_speech(output_dir: str, cache_dir: Path, results: dict) -> No
     assert mel_l1.item() == pytest.approx(results["eval_mel_l1"], rel=1e-4)
     assert results["eval_alignment_ok"] == 1.0 and results["eval_alignment_min_token_frames"] >= 1
     assert results["eval_mel_l1"] < results["init_mel_l1"]
+    assert results["mel_l1_ratio"] == pytest.approx(results["eval_mel_l1"] / results["init_mel_l1"], abs=1e-4)
+    # The learned alignment's word boundaries are scored against flite's timings, before and after training.
+    assert results["word_boundaries"] > 0
+    assert np.isfinite([results["init_word_boundary_error_ms_mean"], results["word_boundary_error_ms_mean"]]).all()
 
 
 TTS_UTTERANCES = 40  # 32 training and 8 held-out utterances: a few seconds of synthesis
