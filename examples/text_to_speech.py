@@ -7,7 +7,7 @@ The data is `omni_encoders.data.build_spoken_digit_strings` with a single voice 
 rate and pitch (factors 0.85-1.15 and 0.9-1.1), split into 320 training and 80 held-out utterances. The model reads
 the `text` column (the words spoken) and learns the speech of `audio`; digit strings rather than single digits, so
 that the alignment has several words per utterance to find. `OmniAudioDecoderCollator` turns each batch into the
-model's inputs and targets (characters, log-mel, pitch, energy and, with `--train_vocoder`, the waveforms).
+model's inputs and targets (characters, log-mel, pitch, energy and, to train the vocoder, the waveforms).
 
 Durations are learned without an external aligner (a soft alignment trained with a forward-sum loss, binarised by
 Monotonic Alignment Search). The held-out evaluation (`omni_encoders.training.TextToSpeechMetrics`) reports the mel L1
@@ -17,9 +17,10 @@ the frame count) and the duration predictor's errors; the recipe evaluates once 
 boundaries of the alignment with flite's own segment timings (`omni_encoders.data.word_end_times`), before training
 (`init_word_boundary_*`) and after (`word_boundary_*`).
 
-By default the model is a small one trained from scratch (hidden 128, 2 + 2 FFT blocks, 80-bin mels); its vocoder is
-left as initialised unless `--train_vocoder` trains it with the multi-resolution STFT loss on 8-frame segments (see
-docs/RESULTS.md for what that gives in the time budget). The output folder holds the model and its processor, so
+By default the model is a small one trained from scratch (hidden 128, 2 + 2 FFT blocks, 80-bin mels) together with
+its 64-channel vocoder (multi-resolution STFT loss on random 8-frame segments of the target mel; `--train_vocoder
+false` trains the acoustic model alone in about a quarter less time). In this budget the vocoder is still far from
+a trained one: see docs/RESULTS.md. The output folder holds the model and its processor, so
 
     pipeline("text-to-audio", model=output_dir)
 
@@ -113,7 +114,9 @@ class ModelArguments:
         metadata={"help": "Std of the vocoder's initial weights (HiFi-GAN's 0.01 starts a narrow vocoder silent)."},
     )
     train_vocoder: bool = field(
-        default=False, metadata={"help": "Also train the vocoder (multi-resolution STFT loss on target segments)."}
+        default=True,
+        metadata={"help": "Also train the vocoder (multi-resolution STFT loss on target segments); false: the acoustic "
+                  "model alone, the vocoder stays as initialised."},
     )
     vocoder_segment_frames: int = field(default=8, metadata={"help": "Mel frames per vocoder training segment."})
     attn_implementation: str = field(
