@@ -3,8 +3,8 @@
 """Train `OmniAudioDecoderModel` (text to speech) on one voice with 🤗 Trainer.
 
 The data is `omni_encoders.data.build_spoken_digit_strings` with a single voice (`flite:slt` by default,
-`test_voices=0`): 400 random strings of 3 to 6 digits read out word by word ("three one four"), each at its own speaking
-rate and pitch (factors 0.85-1.15 and 0.9-1.1), split into 320 training and 80 held-out utterances. The model reads
+`test_voices=0`): 400 random strings of 3 to 6 digits read out word by word ("three one four"), each at its own
+speaking rate and pitch (factors 0.85-1.15 and 0.9-1.1), split into 320 training and 80 held-out utterances. The model reads
 the `text` column (the words spoken) and learns the speech of `audio`; digit strings rather than single digits, so
 that the alignment has several words per utterance to find. `OmniAudioDecoderCollator` turns each batch into the
 model's inputs and targets (characters, log-mel, pitch, energy and, to train the vocoder, the waveforms).
@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from recipe_utils import parse_args, run_training, setup_logging
 from transformers import AutoModelForTextToWaveform, AutoProcessor, Trainer, TrainingArguments, set_seed
 
 from omni_encoders import (
@@ -56,8 +57,6 @@ from omni_encoders import (
 )
 from omni_encoders.data import build_spoken_digit_strings, word_end_times
 from omni_encoders.training import TextToSpeechMetrics
-from recipe_utils import parse_args, run_training, setup_logging
-
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ TRAINING_DEFAULTS = {
     "save_total_limit": 1,
     "seed": 42,
     # The evaluation needs each utterance's frame and token masks next to the target mel (TextToSpeechMetrics).
-    "label_names": TextToSpeechMetrics.label_names,
+    "label_names": list(TextToSpeechMetrics.label_names),
 }
 
 
@@ -90,7 +89,8 @@ class ModelArguments:
     """The model: a saved checkpoint to fine-tune, or the size of a fresh one trained from scratch."""
 
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A saved OmniAudioDecoder checkpoint to fine-tune; default: train from scratch."}
+        default=None,
+        metadata={"help": "A saved OmniAudioDecoder checkpoint to fine-tune; default: train from scratch."},
     )
     hidden_size: int = field(default=128, metadata={"help": "Width of the FFT blocks."})
     encoder_layers: int = field(default=2, metadata={"help": "FFT blocks over the characters."})
@@ -115,8 +115,10 @@ class ModelArguments:
     )
     train_vocoder: bool = field(
         default=True,
-        metadata={"help": "Also train the vocoder (multi-resolution STFT loss on target segments); false: the acoustic "
-                  "model alone, the vocoder stays as initialised."},
+        metadata={
+            "help": "Also train the vocoder (multi-resolution STFT loss on target segments); false: the acoustic "
+            "model alone, the vocoder stays as initialised."
+        },
     )
     vocoder_segment_frames: int = field(default=8, metadata={"help": "Mel frames per vocoder training segment."})
     attn_implementation: str = field(
@@ -128,7 +130,9 @@ class ModelArguments:
 class DataArguments:
     """The data: one voice's digit strings from `omni_encoders.data.build_spoken_digit_strings`."""
 
-    voice: str = field(default="flite:slt", metadata={"help": "The voice to learn, e.g. flite:slt or espeak-ng:en-us."})
+    voice: str = field(
+        default="flite:slt", metadata={"help": "The voice to learn, e.g. flite:slt or espeak-ng:en-us."}
+    )
     utterances: int = field(default=400, metadata={"help": "Utterances of the voice (training + held out)."})
     test_utterances: float = field(default=0.2, metadata={"help": "Fraction of the utterances held out."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the texts, speeds, pitches and the split."})
@@ -143,8 +147,10 @@ class DataArguments:
     )
     ctc_model_path: str | None = field(
         default=None,
-        metadata={"help": "A CTC model (examples/speech_recognition_ctc.py) to transcribe the synthesised held-out "
-                  "digit strings with; reports synthesis_cer."},
+        metadata={
+            "help": "A CTC model (examples/speech_recognition_ctc.py) to transcribe the synthesised held-out "
+            "digit strings with; reports synthesis_cer."
+        },
     )
 
 
@@ -225,7 +231,9 @@ def make_trainer(
         model = build_model(model_args)
     else:
         # DIO at speed 4: the same pitch targets about 10x faster (they are extracted batch by batch, every epoch).
-        processor = OmniAudioDecoderProcessor(OmniAudioDecoderFeatureExtractor(pitch_speed=4), OmniAudioDecoderTokenizer())
+        processor = OmniAudioDecoderProcessor(
+            OmniAudioDecoderFeatureExtractor(pitch_speed=4), OmniAudioDecoderTokenizer()
+        )
         model = build_model(model_args, variance_statistics(train_dataset, processor.feature_extractor))
     vocoder = sum(parameter.numel() for parameter in model.vocoder.parameters())
     logger.info(f"model: {(model.num_parameters() - vocoder) / 1e6:.2f} M acoustic + {vocoder / 1e6:.2f} M vocoder")
@@ -279,7 +287,6 @@ def synthesis_cer(model, processor, dataset, ctc_model_path: str, batch_size: in
     from transformers import pipeline
 
     from omni_encoders import metrics
-    from omni_encoders.data import words_to_digits
 
     model.eval()
     recogniser = pipeline("automatic-speech-recognition", model=ctc_model_path, device="cpu")

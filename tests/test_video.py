@@ -77,6 +77,7 @@ def test_default_config_is_the_spec_full_size():
         ({"num_tokens_per_frame": 0}, "num_tokens_per_frame"),
         ({"router_aux_loss_coef": -1.0}, "router_aux_loss_coef"),
         ({"num_hidden_layers": -1}, "num_hidden_layers"),
+        ({"pooling": "max"}, "pooling must be one of"),
     ],
 )
 def test_config_validation(kwargs, message):
@@ -262,6 +263,38 @@ def test_variable_frame_counts_match_each_video_alone(frame_causal):
             assert max_abs_diff(tokens, alone.last_hidden_state[0]) < 1e-5
             assert max_abs_diff(batched.patch_embeddings[index, : len(video)], alone.patch_embeddings[0]) < 1e-5
             assert max_abs_diff(batched.pooler_output[index], alone.pooler_output[0]) < 1e-5
+
+
+@pytest.mark.parametrize("frame_causal", [True, False])
+def test_last_frame_pooling_reads_each_videos_last_real_frame(frame_causal):
+    """`pooling="last_frame"`: the pooled embedding is the mean of the tokens of each video's last real frame (padding
+    ignored), and with frame-causal attention those tokens depend on every frame, in order."""
+    # initial weights large enough that attention is not near-uniform (uniform attention is blind to order)
+    config = tiny_video_config(pooling="last_frame", frame_causal=frame_causal, initializer_range=0.2)
+    model = OmniVideoModel(config).eval()
+    lengths = [4, 2]
+    batch = torch.randn(2, 4, 3, 28, 28)
+    frame_mask = torch.tensor([[1] * n + [0] * (4 - n) for n in lengths])
+    with torch.no_grad():
+        outputs = model(batch, frame_mask=frame_mask)
+        for index, length in enumerate(lengths):
+            last_frame_tokens = outputs.last_hidden_state[index, (length - 1) * 3 : length * 3]
+            assert max_abs_diff(outputs.pooler_output[index], last_frame_tokens.mean(0)) < 1e-6
+            alone = model(batch[index : index + 1, :length]).pooler_output[0]
+            assert max_abs_diff(outputs.pooler_output[index], alone) < 1e-5
+        video = batch[:1]
+        pooled = model(video).pooler_output
+        earlier_frame_changed = video.clone()
+        earlier_frame_changed[:, 0] += 1.0
+        assert max_abs_diff(model(earlier_frame_changed).pooler_output, pooled) > 1e-3
+        # the same last frame after the same frames in another order: a different embedding
+        reordered = video[:, [2, 1, 0, 3]]
+        assert max_abs_diff(model(reordered).pooler_output, pooled) > 1e-3
+        mean_pooled = OmniVideoModel(tiny_video_config(frame_causal=frame_causal, initializer_range=0.2)).eval()
+        mean_pooled.load_state_dict(model.state_dict())
+        mean_outputs = mean_pooled(batch, frame_mask=frame_mask)
+        assert torch.equal(mean_outputs.last_hidden_state, outputs.last_hidden_state)
+        assert max_abs_diff(mean_outputs.pooler_output[1], outputs.last_hidden_state[1, :6].mean(0)) < 1e-6
 
 
 def test_sdpa_agrees_with_eager():

@@ -9,6 +9,10 @@ from transformers import PreTrainedConfig
 from .configuration_omni_vision import OmniVisionConfig
 
 
+# How the pooled video embedding is made from the compressed tokens (see `OmniVideoConfig.pooling`).
+POOLING_MODES = ("mean", "last_frame")
+
+
 @strict
 class OmniVideoConfig(PreTrainedConfig):
     r"""
@@ -52,6 +56,13 @@ class OmniVideoConfig(PreTrainedConfig):
         frame_causal (`bool`, *optional*, defaults to `True`):
             Whether the temporal attention is frame-causal (a token of frame t sees frames <= t). With `False` it sees
             every (valid) frame.
+        pooling (`str`, *optional*, defaults to `"mean"`):
+            How the pooled video embedding (`pooler_output`, which the classifier reads) is made from the compressed
+            tokens: `"mean"` averages the tokens of all real frames; `"last_frame"` averages the tokens of each video's
+            last real frame, which with frame-causal temporal attention have seen the whole clip. Prefer
+            `"last_frame"` when the order of events matters (e.g. the direction of motion): the mean over frames
+            dilutes what the temporal attention learns about order with what every frame shows, and a small model
+            trained on such a task can sit at chance far longer with it.
         rope_theta (`float`, *optional*, defaults to 10000.0):
             Base of the 3D rotary embedding.
         layer_norm_eps (`float`, *optional*, defaults to 1e-6):
@@ -89,6 +100,7 @@ class OmniVideoConfig(PreTrainedConfig):
     num_frames: int = 16
     max_frames: int = 32
     frame_causal: bool = True
+    pooling: str = "mean"
     rope_theta: float = 10000.0
     layer_norm_eps: float = 1e-6
     attention_dropout: float = 0.0
@@ -128,6 +140,8 @@ class OmniVideoConfig(PreTrainedConfig):
             )
         if self.num_frames > self.max_frames:
             raise ValueError(f"num_frames ({self.num_frames}) must not exceed max_frames ({self.max_frames}).")
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}.")
         if self.router_aux_loss_coef < 0:
             raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef}.")
         if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.classifier_dropout < 1.0:

@@ -99,6 +99,10 @@ class OmniVisionConfig(PreTrainedConfig):
                 f"Unsupported backbone_config of model_type '{self.backbone_config.model_type}'; expected one of "
                 f"{SUPPORTED_BACKBONES} (or a full siglip/siglip2/clip config)."
             )
+        if getattr(self.backbone_config, "vision_use_head", False):
+            # The model reads the patch features: SigLIP's attention-pooling head would be parameters without a
+            # gradient (which DDP without `find_unused_parameters` refuses), so it is not built.
+            self.backbone_config.vision_use_head = False
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         self._validate()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -25,10 +24,10 @@ from transformers.utils import ModelOutput
 from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
 from .modeling_omni_common import (
     OmniClassifierOutput,
-    OmniHubMixin,
     OmniLatentAttention,
     OmniLatentCache,
     OmniMLP,
+    OmniPreTrainedModel,
     OmniRotaryEmbedding,
 )
 
@@ -530,43 +529,26 @@ class OmniAudioSpeakerEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniAudioPreTrainedModel(OmniHubMixin, PreTrainedModel):
+class OmniAudioPreTrainedModel(OmniPreTrainedModel):
     config: OmniAudioConfig
     config_class = OmniAudioConfig
-    base_model_prefix = "model"
     main_input_name = "input_values"
     input_modalities = ("audio",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["OmniAudioConformerBlock", "OmniAudioSpeakerEncoder"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    # The heads average their losses themselves: Trainer must not pass `num_items_in_batch` and should scale the loss
-    # for gradient accumulation.
-    accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv1d):
+        if isinstance(module, nn.Conv1d):
             init.kaiming_normal_(module.weight)
             if module.bias is not None:
                 fan_in = module.in_channels // module.groups * module.kernel_size[0]
                 bound = 1 / math.sqrt(fan_in)
                 init.uniform_(module.bias, a=-bound, b=bound)
-        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):  # the quantiser's codebooks
-            init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, nn.LSTM):
             bound = 1 / math.sqrt(module.hidden_size)
             for parameter in module.parameters():
                 init.uniform_(parameter, a=-bound, b=bound)
+        else:  # linear layers, norms and the quantiser's codebooks (embeddings)
+            super()._init_weights(module)
 
     def _get_feat_extract_output_lengths(self, input_lengths: torch.LongTensor | int) -> torch.LongTensor | int:
         """Frames the encoder gives for `input_lengths` samples: `input_lengths // config.inputs_to_logits_ratio`

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
@@ -30,9 +29,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_omni_audio_decoder import OmniAudioDecoderConfig
-from .modeling_omni_common import OmniHubMixin, OmniLatentAttention, OmniRotaryEmbedding
+from .modeling_omni_common import OmniLatentAttention, OmniPreTrainedModel, OmniRotaryEmbedding
 from .modeling_omni_vocoder import OmniVocoder, init_vocoder_weights, multi_resolution_stft_loss
-
 
 logger = logging.get_logger(__name__)
 
@@ -615,40 +613,24 @@ class OmniAudioDecoderOutput(ModelOutput):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniAudioDecoderPreTrainedModel(OmniHubMixin, PreTrainedModel):
+class OmniAudioDecoderPreTrainedModel(OmniPreTrainedModel):
     config: OmniAudioDecoderConfig
     config_class = OmniAudioDecoderConfig
-    base_model_prefix = "model"
     main_input_name = "input_ids"
     input_modalities = ("text",)
     output_modalities = ("audio",)
-    supports_gradient_checkpointing = True
-    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
-    accepts_loss_kwargs = False
     _no_split_modules = ["OmniAudioDecoderFFTBlock"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
 
     def _init_weights(self, module: nn.Module):
-        std = self.config.initializer_range
         if module in getattr(self, "_vocoder_layers", ()):
             init_vocoder_weights(module, std=self.config.vocoder_initializer_range)  # HiFi-GAN's, weight-norm aware
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
         elif isinstance(module, nn.Conv1d):  # PyTorch's default, whatever the width
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 bound = 1 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
                 init.uniform_(module.bias, -bound, bound)
+        else:
+            super()._init_weights(module)
 
 
 class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):

@@ -5,7 +5,8 @@ One place for: axis-factorised rotary position tables (1D audio, 2D images, 3D v
 attention interface (`eager`, `sdpa`, `flash_attention_*`, `flex_attention`), a general self/cross attention layer,
 rotary multi-head latent attention (RMLA) with its latent K/V cache, the feed-forward layers, the learned-query token
 compressor (TiTok-style), a batched torch log-mel spectrogram, the output classes of the task heads and the Hub
-behaviour every model shares ([`OmniHubMixin`]: complete `auto_map` on save, the model type's card on push).
+behaviour every model shares ([`OmniHubMixin`]: complete `auto_map` on save, the model type's card on push) with the
+base class of every model type ([`OmniPreTrainedModel`]).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Rotary position embeddings
@@ -751,3 +752,35 @@ class OmniHubMixin:
         if self.config.model_type not in MODEL_CARD_SPECS:
             return None
         return create_model_card(self, model_id=repo_id, tags=tags)
+
+
+class OmniPreTrainedModel(OmniHubMixin, PreTrainedModel):
+    """Base of every omni-encoders model type: what they all support (gradient checkpointing, every attention
+    implementation, the Hub behaviour of [`OmniHubMixin`]) and the initialisation of the layers they share. Each model
+    type's `*PreTrainedModel` sets its config class, input names and `_no_split_modules`, and extends `_init_weights`
+    for its own layers."""
+
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
+    accepts_loss_kwargs = False
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, OmniTokenCompressor):
+            init.normal_(module.query_embeddings, mean=0.0, std=std)

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
-from transformers import initialization as init
 from transformers.masking_utils import causal_mask_function, create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -19,7 +17,7 @@ from .modeling_omni_common import (
     OmniAttention,
     OmniClassifierOutput,
     OmniGatedMLP,
-    OmniHubMixin,
+    OmniPreTrainedModel,
     OmniRotaryEmbedding,
     OmniTokenCompressor,
     grid_positions,
@@ -38,7 +36,8 @@ class OmniVideoModelOutput(ModelOutput):
         attention_mask (`torch.LongTensor` of shape `(batch_size, num_frames * tokens_per_frame)`):
             1 for the tokens of real frames, 0 for those of padded frames (from `frame_mask`).
         pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-            Mean of `last_hidden_state` over the tokens of the real frames.
+            Mean of `last_hidden_state` over the tokens of the real frames (`config.pooling="mean"`) or of each video's
+            last real frame (`"last_frame"`).
         patch_embeddings (`torch.FloatTensor` of shape `(batch_size, num_frames, num_patches, hidden_size)`):
             Patch features (`num_patches = grid_height * grid_width`, row-major) after the video blocks and the final
             LayerNorm, before compression.
@@ -142,6 +141,14 @@ class OmniVideoTemporalMoE(nn.Module):
         Returns:
             `[N, D]`: the weighted sum of each token's experts.
         """
+        if torch.compiler.is_compiling():
+            # Grouped dispatch has data-dependent slice sizes (a graph break); under torch.compile every expert runs on
+            # every token instead, the unchosen ones weighted 0: static shapes for num_experts / top_k x the FLOPs.
+            combine_weights = expert_weights.new_zeros(hidden_states.shape[0], self.num_experts)
+            combine_weights = combine_weights.scatter(1, expert_indices, expert_weights).to(hidden_states.dtype)
+            return sum(
+                expert(hidden_states) * combine_weights[:, index, None] for index, expert in enumerate(self.experts)
+            )
         top_k = expert_indices.shape[1]
         assignments = expert_indices.flatten()
         order = assignments.argsort(stable=True)  # assignments grouped by expert
@@ -276,32 +283,12 @@ class OmniVideoBlock(GradientCheckpointingLayer):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniVideoPreTrainedModel(OmniHubMixin, PreTrainedModel):
+class OmniVideoPreTrainedModel(OmniPreTrainedModel):
     config: OmniVideoConfig
     config_class = OmniVideoConfig
-    base_model_prefix = "model"
     main_input_name = "pixel_values_videos"
     input_modalities = ("video",)
-    supports_gradient_checkpointing = True
-    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
-    accepts_loss_kwargs = False
     _no_split_modules = ["OmniVideoBlock", "OmniTokenCompressor"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-
-    def _init_weights(self, module: nn.Module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, OmniTokenCompressor):
-            init.normal_(module.query_embeddings, mean=0.0, std=std)
 
 
 class OmniVideoModel(OmniVideoPreTrainedModel):
@@ -413,6 +400,18 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
             and_mask_function=causal_mask_function if self.config.frame_causal else None,
         )
 
+    def pool(self, tokens: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled video embedding (see `config.pooling`): compressed `tokens [B, T * K, D]` and `frame_mask [B, T]`
+        (1s then 0s) -> `[B, D]`, the mean of the tokens of every real frame (`"mean"`) or of each video's last real
+        frame (`"last_frame"`), computed in float32."""
+        batch_size, num_frames = frame_mask.shape
+        if self.config.pooling == "last_frame":
+            frames = tokens.view(batch_size, num_frames, self.config.num_tokens_per_frame, -1)
+            last_frame = frame_mask.long().sum(1) - 1
+            return frames[torch.arange(batch_size, device=tokens.device), last_frame].float().mean(1).to(tokens.dtype)
+        token_weights = frame_mask.float().repeat_interleave(self.config.num_tokens_per_frame, dim=1).unsqueeze(-1)
+        return ((tokens.float() * token_weights).sum(1) / token_weights.sum(1)).to(tokens.dtype)
+
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
@@ -490,8 +489,7 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
         if frame_mask is None:
             frame_mask = torch.ones(batch_size, num_frames, dtype=torch.long, device=tokens.device)
         attention_mask = frame_mask.long().repeat_interleave(self.config.num_tokens_per_frame, dim=1)
-        token_weights = attention_mask.unsqueeze(-1).float()
-        pooled = ((tokens.float() * token_weights).sum(1) / token_weights.sum(1)).to(tokens.dtype)
+        pooled = self.pool(tokens, frame_mask)
 
         if router_logits:
             aux_loss = load_balancing_loss(router_logits, self.config.num_experts_per_tok, frame_mask)

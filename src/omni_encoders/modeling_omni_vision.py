@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
-from transformers import initialization as init
+from transformers import AutoConfig, AutoModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
@@ -16,8 +15,8 @@ from .configuration_omni_vision import OmniVisionConfig
 from .modeling_omni_common import (
     OmniAttention,
     OmniClassifierOutput,
-    OmniHubMixin,
     OmniMLP,
+    OmniPreTrainedModel,
     OmniRotaryEmbedding,
     OmniTokenCompressor,
     dispatch_attention,
@@ -118,32 +117,12 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         return hidden_states_a, hidden_states_b, attn_weights
 
 
-class OmniVisionPreTrainedModel(OmniHubMixin, PreTrainedModel):
+class OmniVisionPreTrainedModel(OmniPreTrainedModel):
     config: OmniVisionConfig
     config_class = OmniVisionConfig
-    base_model_prefix = "model"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = True
-    # Losses are batch means: `Trainer` scales them for gradient accumulation (no `num_items_in_batch` needed).
-    accepts_loss_kwargs = False
     _no_split_modules = ["OmniDualStreamBlock", "OmniTokenCompressor"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-
-    def _init_weights(self, module: nn.Module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, OmniTokenCompressor):
-            init.normal_(module.query_embeddings, mean=0.0, std=std)
 
 
 class OmniVisionModel(OmniVisionPreTrainedModel):

@@ -39,6 +39,71 @@ class ImageClassificationTransform:
         }
 
 
+class VideoClassificationTransform:
+    """Batch transform for `datasets.Dataset.map(batched=True)` / `.with_transform`: runs a video processor on the
+    video column and returns `{"pixel_values_videos": [B, T, 3, H, W], "frame_mask": [B, T], "labels": [B]}`, the
+    inputs of the video-classification heads.
+
+    Decoding a video file costs far more than the rest of the processing, so for a dataset read for several epochs,
+    process it once with `.map` and train on the stored arrays (as `examples/video_classification.py` does); with
+    `with_transform` every epoch decodes every file again. For `.map`, return numpy arrays and declare the output's
+    fixed shapes with `features()`: they then load back as tensors without a per-element conversion.
+
+        transform = VideoClassificationTransform(video_processor, return_tensors="np")
+        train = dataset["train"].map(
+            transform, batched=True, remove_columns=dataset["train"].column_names, features=transform.features()
+        ).with_format("torch")
+
+    Args:
+        video_processor: e.g. an [`OmniVideoVideoProcessor`]. Its settings (`num_frames`, `size`, ...) apply, so the
+            training inputs are what the `video-classification` pipeline gives the model.
+        video_column (`str`, defaults to `"video"`): paths of video files, or decoded videos (`[T, H, W, C]` arrays or
+            lists of frames).
+        label_column (`str`, defaults to `"label"`): class indices.
+        return_tensors (`str`, defaults to `"pt"`): `"pt"` for `with_transform`, `"np"` for `.map`.
+    """
+
+    def __init__(self, video_processor, video_column: str = "video", label_column: str = "label", return_tensors="pt"):
+        self.video_processor = video_processor
+        self.video_column = video_column
+        self.label_column = label_column
+        self.return_tensors = return_tensors
+
+    def __call__(self, batch: dict) -> dict:
+        inputs = self.video_processor(list(batch[self.video_column]), return_tensors=self.return_tensors)
+        labels = np.asarray(batch[self.label_column], dtype=np.int64)
+        return {
+            "pixel_values_videos": inputs["pixel_values_videos"],
+            "frame_mask": inputs["frame_mask"],
+            "labels": torch.from_numpy(labels) if self.return_tensors == "pt" else labels,
+        }
+
+    def features(self):
+        """The `datasets.Features` of the output, for `.map(..., features=...)`: `pixel_values_videos` as a fixed-shape
+        float32 `Array4D` `(num_frames, 3, height, width)`, `frame_mask` as `num_frames` int64, `labels` as int64.
+
+        Needs a processor that gives every video the same shape: a fixed `num_frames` (videos with fewer frames are
+        padded and masked) and a `size` with `height` and `width`.
+        """
+        from datasets import Array4D, Features, List, Value
+
+        processor = self.video_processor
+        num_frames, size = processor.num_frames, processor.size
+        if not processor.do_sample_frames or num_frames is None or not (size.height and size.width):
+            raise ValueError(
+                "features() needs a video processor that outputs one shape for every video: do_sample_frames=True "
+                f"with a num_frames, and a size with height and width; got do_sample_frames={processor.do_sample_frames}"
+                f", num_frames={num_frames}, size={dict(size)}."
+            )
+        return Features(
+            {
+                "pixel_values_videos": Array4D(shape=(num_frames, 3, size.height, size.width), dtype="float32"),
+                "frame_mask": List(Value("int64"), length=num_frames),
+                "labels": Value("int64"),
+            }
+        )
+
+
 def classification_metrics(metric: str = "accuracy") -> Callable:
     """A `compute_metrics` for `Trainer` with a classification head: argmax of the logits, scored with the packaged
     evaluate metric `metric` (see `omni_encoders.metrics`).
@@ -85,7 +150,7 @@ class TextToSpeechMetrics:
     `preprocess` reduces each batch to a few numbers per utterance, so nothing of size frames x mels is kept.
     """
 
-    label_names = ["labels", "labels_attention_mask", "attention_mask"]
+    label_names = ("labels", "labels_attention_mask", "attention_mask")
     _columns = ("l1_sum", "values", "frames", "tokens", "min_token_frames", "padded_frames", "duration_sum",
                 "log_duration_error_sum", "predicted_frames")  # fmt: skip
 
@@ -94,8 +159,8 @@ class TextToSpeechMetrics:
         `(target mel, frame mask, token mask)` -> `[batch, 9]` per-utterance sums (float64)."""
         if not isinstance(labels, (tuple, list)) or len(labels) != 3:
             raise ValueError(
-                f"TextToSpeechMetrics needs TrainingArguments(label_names={self.label_names}), so that the frame and "
-                "token masks reach it."
+                f"TextToSpeechMetrics needs TrainingArguments(label_names={list(self.label_names)}), so that the "
+                "frame and token masks reach it."
             )
         mel, durations, log_durations = outputs[0], outputs[2], outputs[3]
         target, frame_mask, token_mask = labels
@@ -123,7 +188,9 @@ class TextToSpeechMetrics:
         stats = stats[0] if isinstance(stats, (tuple, list)) else stats
         stats = dict(zip(self._columns, np.asarray(stats, dtype=np.float64).T))
         alignment_ok = (
-            (stats["min_token_frames"] >= 1) & (stats["padded_frames"] == 0) & (stats["duration_sum"] == stats["frames"])
+            (stats["min_token_frames"] >= 1)
+            & (stats["padded_frames"] == 0)
+            & (stats["duration_sum"] == stats["frames"])
         )
         return {
             "mel_l1": float(stats["l1_sum"].sum() / stats["values"].sum()),
@@ -132,8 +199,13 @@ class TextToSpeechMetrics:
             "alignment_frame_mismatch": float(np.abs(stats["duration_sum"] - stats["frames"]).max()),
             "duration_log_mae": float(stats["log_duration_error_sum"].sum() / stats["tokens"].sum()),
             "length_error": float(np.mean(np.abs(stats["predicted_frames"] - stats["frames"]) / stats["frames"])),
-            "num_utterances": int(len(alignment_ok)),
+            "num_utterances": len(alignment_ok),
         }
 
 
-__all__ = ["ImageClassificationTransform", "TextToSpeechMetrics", "classification_metrics"]
+__all__ = [
+    "ImageClassificationTransform",
+    "TextToSpeechMetrics",
+    "VideoClassificationTransform",
+    "classification_metrics",
+]
