@@ -57,7 +57,7 @@ TRAINING_DEFAULTS = {
     "weight_decay": 0.05,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.05,
-    "num_train_epochs": 4,
+    "num_train_epochs": 6,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
     "bf16": True,

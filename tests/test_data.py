@@ -24,6 +24,7 @@ from omni_encoders.data import (
     make_verification_trials,
     read_video,
     synthesize,
+    word_end_times,
     words_to_digits,
 )
 
@@ -325,6 +326,19 @@ def test_one_voice_dataset_for_tts(cache_dir):
     assert set(dataset) == {"train", "test_seen_voices"}  # no held-out voice, so no `test` split
     assert len(dataset["train"]) == 3 and len(dataset["test_seen_voices"]) == 1
     assert set(dataset["train"]["voice"]) == {"slt"}
+
+
+def test_flite_word_timings_match_the_synthesised_audio():
+    text = "seven one eight"
+    audio = synthesize("flite:slt", text)
+    ends = word_end_times("flite:slt", text)
+    assert ends.shape == (3,) and np.all(np.diff(ends) > 0.15)  # each digit word takes well over 150 ms
+    # The last word ends where `synthesize` stops keeping sound (its 50 ms margin after the last loud sample).
+    assert 0 < len(audio) / SAMPLING_RATE - ends[-1] < 0.2
+    slow = word_end_times("flite:slt", text, speed=0.8)
+    assert np.allclose(slow / ends, 1.25, atol=0.08)  # flite's duration_stretch = 1 / speed
+    with pytest.raises(ValueError, match="not a flite voice"):
+        word_end_times("espeak-ng:en-us+m3", text)
 
 
 def test_verification_trials(spoken_digits):

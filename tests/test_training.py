@@ -28,7 +28,6 @@ from transformers import TrainerCallback, pipeline
 from omni_encoders.data import build_digit_images, build_moving_digit_videos
 from omni_encoders.training import ImageClassificationTransform, VideoClassificationTransform, classification_metrics
 
-
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
@@ -70,6 +69,38 @@ TINY_SPEECH = {"num_voices": 4, "test_voices": 0.2}
 TINY_DIGITS = {**TINY_SPEECH, "repeats": 1}
 TINY_STRINGS = {**TINY_SPEECH, "utterances_per_voice": 10, "max_digits": 4}
 
+def _check_text_to_speech(output_dir: str, cache_dir: Path, results: dict) -> None:
+    from omni_encoders import OmniAudioDecoderCollator
+    from omni_encoders.data import build_spoken_digit_strings
+
+    tts = pipeline("text-to-audio", model=output_dir, device="cpu")
+    model, processor = tts.model, tts.processor
+    held_out = build_spoken_digit_strings(voices=["flite:slt"], test_voices=0, utterances_per_voice=TTS_UTTERANCES,
+                                          cache_dir=cache_dir)["test_seen_voices"]  # fmt: skip
+    speech = tts(held_out[0]["text"])
+    expected = model.generate(**processor(text=held_out[0]["text"], return_tensors="pt"))
+    assert speech["sampling_rate"] == 16000 and speech["audio"].shape == (int(expected.waveform_lengths[0]),)
+    assert np.allclose(speech["audio"], expected.waveform[0].numpy(), atol=1e-6)
+    # The saved model and processor score the held-out utterances as the recipe's evaluation did.
+    batch = OmniAudioDecoderCollator(processor, return_waveforms=False)(
+        [{"text": row["text"], "audio": row["audio"]} for row in held_out]
+    )
+    with torch.no_grad():
+        out = model(**batch)
+    valid = batch["labels_attention_mask"].bool()[..., None]
+    mel_l1 = ((out.mel - batch["labels"]).abs() * valid).sum() / (valid.sum() * out.mel.shape[-1])
+    assert mel_l1.item() == pytest.approx(results["eval_mel_l1"], rel=1e-4)
+    assert results["eval_alignment_ok"] == 1.0 and results["eval_alignment_min_token_frames"] >= 1
+    assert results["eval_mel_l1"] < results["init_mel_l1"]
+    assert results["mel_l1_ratio"] == pytest.approx(results["eval_mel_l1"] / results["init_mel_l1"], abs=1e-4)
+    # The learned alignment's word boundaries are scored against flite's timings, before and after training.
+    assert results["word_boundaries"] > 0
+    assert np.isfinite([results["init_word_boundary_error_ms_mean"], results["word_boundary_error_ms_mean"]]).all()
+
+
+TTS_UTTERANCES = 40  # 32 training and 8 held-out utterances: a few seconds of synthesis
+
+
 TINY_VIDEO_DATA = {"num_videos": 48, "num_frames": 4, "frame_size": 16}  # 36 training and 12 held-out videos
 
 
@@ -94,6 +125,10 @@ TINY_MODEL_FLAGS = {
     "speaker_embedding": [
         *TINY_AUDIO_FLAGS, "--speaker_hidden_size", "16", "--speaker_num_conv_layers", "1",
         "--speaker_num_lstm_layers", "1", "--speaker_embedding_size", "16",
+    ],
+    "text_to_speech": [
+        "--hidden_size", "32", "--encoder_layers", "1", "--decoder_layers", "1", "--kv_lora_rank", "16",
+        "--intermediate_size", "64", "--postnet_channels", "16", "--vocoder_initial_channels", "16",
     ],
     "video_classification": [
         "--patch_size", "4", "--hidden_size", "32", "--backbone_layers", "1", "--num_hidden_layers", "1",
@@ -198,6 +233,16 @@ TINY_RECIPES = {
         ],
         metric="eval_eer",
         check_saved=_check_speaker_model,
+    ),
+    "text_to_speech": TinyRecipe(
+        script="text_to_speech",
+        args=[
+            *TINY_MODEL_FLAGS["text_to_speech"],
+            "--utterances", str(TTS_UTTERANCES), "--per_device_train_batch_size", "8", "--learning_rate", "5e-3",
+            "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--bf16", "false",
+        ],
+        metric="eval_mel_l1",
+        check_saved=_check_text_to_speech,
     ),
     "video_classification": TinyRecipe(
         script="video_classification",
@@ -350,6 +395,37 @@ def test_speaker_classifier_trains_only_the_speaker_encoder_and_verification_met
     assert speaker_verification_metrics(trials)(Prediction())["eer"] == 0.0
     trials["label"] = [0, 0, 1, 1, 1]  # scored the other way round: every decision wrong
     assert speaker_verification_metrics(trials)(Prediction())["eer"] == 1.0
+
+
+def test_text_to_speech_metrics_score_the_mel_and_flag_broken_alignments():
+    from omni_encoders.training import TextToSpeechMetrics
+
+    metrics = TextToSpeechMetrics()
+    # Two utterances: 5 and 3 frames of 2 mel bins, 3 and 2 tokens (the second padded by one token and two frames).
+    target = torch.zeros(2, 5, 2)
+    frame_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    token_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    mel = torch.ones(2, 5, 2)
+    mel[1, 3:] = 100.0  # padded frames: must not count
+    good = torch.tensor([[2, 2, 1], [1, 2, 0]])
+    log_durations = torch.log1p(good.float())
+
+    def score(durations):
+        stats = metrics.preprocess((mel, None, durations, log_durations), (target, frame_mask, token_mask))
+        return metrics(type("EvalPrediction", (), {"predictions": stats.numpy()})())
+
+    result = score(good)
+    assert result["mel_l1"] == 1.0 and result["num_utterances"] == 2
+    assert result["alignment_ok"] == 1.0 and result["alignment_min_token_frames"] == 1
+    assert result["duration_log_mae"] == pytest.approx(0.0, abs=1e-6) and result["length_error"] == 0.0
+    skipped_token = torch.tensor([[2, 3, 0], [1, 2, 0]])  # a real token without frames
+    assert score(skipped_token)["alignment_ok"] == 0.5 and score(skipped_token)["alignment_min_token_frames"] == 0
+    too_short = torch.tensor([[2, 2, 1], [1, 1, 0]])  # durations not summing to the frame count
+    assert score(too_short)["alignment_ok"] == 0.5 and score(too_short)["alignment_frame_mismatch"] == 1
+    frames_on_padding = torch.tensor([[2, 2, 1], [1, 1, 1]])
+    assert score(frames_on_padding)["alignment_ok"] == 0.5
+    with pytest.raises(ValueError, match="label_names"):
+        metrics.preprocess((mel, None, good, log_durations), target)
 
 
 def test_video_transform_processes_once_with_map_like_on_the_fly(cache_dir):

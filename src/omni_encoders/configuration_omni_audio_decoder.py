@@ -74,8 +74,11 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
             energy targets.
         alignment_size (`int`, *optional*, defaults to 80):
             Width of the text and mel projections compared by the aligner.
-        alignment_temperature (`float`, *optional*, defaults to 0.0005):
-            Scale of the negative squared distance that gives the aligner's logits (as in RAD-TTS / FastPitch).
+        alignment_temperature (`float`, *optional*, defaults to 1.0):
+            Scale of the negative squared distance that gives the aligner's logits (RAD-TTS / FastPitch). RAD-TTS's
+            0.0005 suits its large unnormalised projections; the aligner here starts with squared distances of order
+            10-100, where 0.0005 leaves its scores far below the prior's and the alignment learns slowly or
+            collapses (docs/RESULTS.md, text to speech).
         alignment_prior_scale (`float`, *optional*, defaults to 1.0):
             Scale of the beta-binomial near-diagonal prior added to the aligner's scores in training (RAD-TTS); larger
             values make the prior sharper, 0 turns it off.
@@ -122,6 +125,11 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
             Weights of the parts of the training loss.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the initialisation of linear layers and embeddings.
+        vocoder_initializer_range (`float`, *optional*, defaults to 0.01):
+            Standard deviation of the vocoder's initial convolution weights (HiFi-GAN's 0.01, for 512 channels). The
+            output's scale shrinks with the width: at 0.01 a 64-channel vocoder starts about 1e-6 loud, far below the
+            speech it learns and the STFT loss's magnitude floor, so raise it for narrow vocoders (about 0.06 for 64
+            channels, 0.1 for 32, give speech-like loudness).
 
     Example:
 
@@ -160,7 +168,7 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
     energy_mean: float = 2.0
     energy_std: float = 1.5
     alignment_size: int = 80
-    alignment_temperature: float = 0.0005
+    alignment_temperature: float = 1.0
     alignment_prior_scale: float = 1.0
     alignment_blank_logprob: float = -1.0
     postnet_layers: int = 5
@@ -188,6 +196,7 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
     alignment_loss_weight: float = 1.0
     vocoder_loss_weight: float = 1.0
     initializer_range: float = 0.02
+    vocoder_initializer_range: float = 0.01
 
     def __post_init__(self, **kwargs):
         # JSON has no tuples: store lists so that a saved and reloaded config compares equal.
@@ -235,6 +244,8 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.pitch_std <= 0 or self.energy_std <= 0 or self.alignment_temperature <= 0 or self.mel_floor <= 0:
             raise ValueError("pitch_std, energy_std, alignment_temperature and mel_floor must be positive.")
+        if self.vocoder_initializer_range <= 0:
+            raise ValueError(f"vocoder_initializer_range must be positive, got {self.vocoder_initializer_range}.")
         if self.alignment_prior_scale < 0:
             raise ValueError(f"alignment_prior_scale must be >= 0, got {self.alignment_prior_scale}.")
         if self.n_fft < self.hop_length or (self.n_fft - self.hop_length) % 2 != 0:

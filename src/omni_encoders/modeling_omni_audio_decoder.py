@@ -32,7 +32,6 @@ from .configuration_omni_audio_decoder import OmniAudioDecoderConfig
 from .modeling_omni_common import OmniLatentAttention, OmniPreTrainedModel, OmniRotaryEmbedding
 from .modeling_omni_vocoder import OmniVocoder, init_vocoder_weights, multi_resolution_stft_loss
 
-
 logger = logging.get_logger(__name__)
 
 # Aligner score of padded tokens: exp() of it is 0 in float32, yet sums of it stay finite.
@@ -457,7 +456,7 @@ class OmniAudioDecoderVarianceEmbedding(nn.Module):
 
 
 class OmniAudioDecoderAligner(nn.Module):
-    """Soft text-to-mel alignment (RAD-TTS / FastPitch): text states and mel frames are projected by small conv
+    """Soft text-to-mel alignment (RAD-TTS / FastPitch): text embeddings and mel frames are projected by small conv
     stacks; the score of token `i` for frame `j` is `-temperature * ||mel_j - text_i||^2`, plus a beta-binomial prior,
     log-softmaxed over the tokens."""
 
@@ -486,7 +485,7 @@ class OmniAudioDecoderAligner(nn.Module):
 
     def forward(
         self,
-        text_states: torch.Tensor,
+        text_embeddings: torch.Tensor,
         token_mask: torch.Tensor,
         mel: torch.Tensor,
         frame_mask: torch.Tensor,
@@ -494,15 +493,15 @@ class OmniAudioDecoderAligner(nn.Module):
     ) -> torch.Tensor:
         """
         Args:
-            text_states: `[B, N, D]`; token_mask: `[B, N]` bool.
+            text_embeddings: `[B, N, D]` (the model's input embeddings); token_mask: `[B, N]` bool.
             mel: `[B, T, n_mels]` target log-mel; frame_mask: `[B, T]` bool.
             log_prior: optional `[B, T, N]` log prior added to the scores.
 
         Returns:
             `[B, T, N]` float32 log-probabilities of each token for each frame (about `-1e4` on padded tokens).
         """
-        keys = self._project(self.text_proj, text_states, token_mask).float()
-        queries = self._project(self.mel_proj, mel.to(text_states.dtype), frame_mask).float()
+        keys = self._project(self.text_proj, text_embeddings, token_mask).float()
+        queries = self._project(self.mel_proj, mel.to(text_embeddings.dtype), frame_mask).float()
         distances = (  # ||q - k||^2 without materialising [B, T, N, size]
             queries.pow(2).sum(-1, keepdim=True)
             + keys.pow(2).sum(-1).unsqueeze(1)
@@ -624,7 +623,7 @@ class OmniAudioDecoderPreTrainedModel(OmniPreTrainedModel):
 
     def _init_weights(self, module: nn.Module):
         if module in getattr(self, "_vocoder_layers", ()):
-            init_vocoder_weights(module)  # HiFi-GAN init, weight-norm aware
+            init_vocoder_weights(module, std=self.config.vocoder_initializer_range)  # HiFi-GAN's, weight-norm aware
         elif isinstance(module, nn.Conv1d):  # PyTorch's default, whatever the width
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
@@ -1026,7 +1025,9 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
             if prior_scale > 0
             else None
         )
-        alignment_log_probs = self.aligner(text_states, token_mask, labels, frame_mask, log_prior)
+        # The aligner reads the text embeddings, not the encoder's states (as RAD-TTS and FastPitch do): contextual
+        # states let it fit the mel by position instead of by sound, and its alignments drift off the words.
+        alignment_log_probs = self.aligner(inputs_embeds, token_mask, labels, frame_mask, log_prior)
         losses = {
             "alignment": forward_sum_loss(
                 alignment_log_probs, token_lengths, mel_lengths, self.config.alignment_blank_logprob

@@ -93,6 +93,8 @@ class OmniAudioDecoderCollator:
         text_column, audio_column, speaker_column (`str`): the example keys. The audio may be an array or a
             `datasets.Audio` dict (`{"array": ..., "sampling_rate": ...}`); the speaker column is optional.
         return_pitch (`bool`, defaults to `True`): compute pitch targets.
+        return_waveforms (`bool`, defaults to `True`): include the target `waveforms`, with which the model also
+            trains its vocoder; without them it trains the acoustic model alone (much cheaper).
     """
 
     def __init__(
@@ -102,12 +104,14 @@ class OmniAudioDecoderCollator:
         audio_column: str = "audio",
         speaker_column: str = "speaker_id",
         return_pitch: bool = True,
+        return_waveforms: bool = True,
     ):
         self.processor = processor
         self.text_column = text_column
         self.audio_column = audio_column
         self.speaker_column = speaker_column
         self.return_pitch = return_pitch
+        self.return_waveforms = return_waveforms
 
     def __call__(self, examples: list[dict]) -> BatchFeature:
         audio, rates = [], set()
@@ -127,6 +131,8 @@ class OmniAudioDecoderCollator:
             return_pitch=self.return_pitch,
             return_tensors="pt",
         )
+        if not self.return_waveforms:
+            del batch["waveforms"]
         if all(self.speaker_column in example for example in examples):
             import torch
 

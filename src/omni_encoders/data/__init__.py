@@ -19,6 +19,7 @@ from .speech import (
     digits_to_words,
     make_verification_trials,
     synthesize,
+    word_end_times,
     words_to_digits,
 )
 from .videos import DIRECTIONS, build_moving_digit_videos, read_video, write_video
@@ -39,6 +40,7 @@ __all__ = [
     "make_verification_trials",
     "read_video",
     "synthesize",
+    "word_end_times",
     "words_to_digits",
     "write_video",
 ]

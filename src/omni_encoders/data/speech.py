@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -136,11 +137,64 @@ def synthesize(voice: str, text: str, speed: float = 1.0, pitch: float = 1.0) ->
 
 def trim_silence(audio: np.ndarray, sampling_rate: int, margin: float = 0.05, threshold: float = 0.01) -> np.ndarray:
     """Cut leading and trailing samples quieter than `threshold` x the peak, keeping `margin` seconds around."""
+    start, end = _loud_span(audio, sampling_rate, margin, threshold)
+    return audio[start:end]
+
+
+def _loud_span(audio: np.ndarray, sampling_rate: int, margin: float, threshold: float) -> tuple[int, int]:
+    """`(start, end)` samples that `trim_silence` keeps."""
     loud = np.flatnonzero(np.abs(audio) > threshold * np.abs(audio).max(initial=0.0))
     if loud.size == 0:
-        return audio
+        return 0, len(audio)
     keep = int(margin * sampling_rate)
-    return audio[max(0, loud[0] - keep) : loud[-1] + 1 + keep]
+    return max(0, loud[0] - keep), loud[-1] + 1 + keep
+
+
+@cache
+def _flite_word_phones(name: str, word: str) -> int:
+    """How many phones flite voice `name` says for `word` alone (pauses not counted)."""
+    command = [require_engine("flite"), "-voice", name, "-ps", "-t", word, "-o", "none"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return sum(phone != "pau" for phone in output.split())
+
+
+def word_end_times(voice: str, text: str, speed: float = 1.0, pitch: float = 1.0) -> np.ndarray:
+    """When each word of `text` ends, in seconds from the start of the audio `synthesize(voice, text, speed, pitch)`
+    returns: the ends of the words' last phones in flite's own segment timings (`flite -psdur`), shifted by the
+    silence `synthesize` trims. A reference for checking learned alignments, e.g. the durations a text-to-speech
+    model finds for the words of held-out utterances.
+
+    Only for flite voices (espeak-ng does not report timings) and texts whose words flite says with the phones it
+    says for each word alone, such as the digit words of `build_spoken_digit_strings`.
+
+    Returns:
+        `np.ndarray [words]` of float64 seconds.
+    """
+    engine, name = parse_voice(voice)
+    if engine != "flite":
+        raise ValueError(f"Word timings come from flite's segment durations; {voice!r} is not a flite voice.")
+    import soundfile
+    import soxr
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "speech.wav")
+        command = ["flite", "-voice", name, "--setf", f"duration_stretch={1 / speed:.4f}",
+                   "--setf", f"f0_shift={pitch:.4f}", "-psdur", "-t", text, "-o", path]  # fmt: skip
+        segments = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+        audio, sampling_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    # The same audio as `synthesize`, to find the silence it trims.
+    audio = audio.mean(axis=1)
+    if sampling_rate != SAMPLING_RATE:
+        audio = soxr.resample(audio, sampling_rate, SAMPLING_RATE, quality="HQ")
+    start, _ = _loud_span(audio.astype(np.float32), SAMPLING_RATE, 0.05, 0.01)
+    phone_ends = [float(end) for phone, end in (s.rsplit(":", 1) for s in segments) if phone != "pau"]
+    last_phones = np.cumsum([_flite_word_phones(name, word) for word in text.split()]) - 1
+    if len(last_phones) == 0 or last_phones[-1] != len(phone_ends) - 1:
+        raise ValueError(
+            f"flite said {len(phone_ends)} phones for {text!r}, not the phones of its words said alone; cannot tell "
+            "where the words end."
+        )
+    return np.asarray(phone_ends)[last_phones] - start / SAMPLING_RATE
 
 
 def digits_to_words(digits: str) -> str:
