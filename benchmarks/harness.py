@@ -51,6 +51,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each model first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     parser.add_argument("--scaling", action="store_true", help="also run the suite's scaling sweep")
+    parser.add_argument(
+        "--sweep", type=float, nargs="+", default=None,
+        help="the sizes of the scaling sweep, replacing the suite's default (image sides, frames, seconds, characters)",
+    )
     parser.add_argument("--json", default=None, help="append the result rows to this JSON-lines file")
     return parser
 
@@ -66,6 +70,12 @@ def setup(args: argparse.Namespace) -> None:
             f"{torch.get_num_threads()} threads every parallel region waits for descheduled threads, which penalises "
             "models with many small ops; prefer --threads 1 on a shared machine (ratios stay comparable)."
         )
+
+
+def sizes(args: argparse.Namespace, main: float, default_sweep: list[float]) -> list[float]:
+    """The input sizes to measure: the suite's main size, then (with `--scaling`) the sweep, `--sweep` if given."""
+    values = [main] + (list(args.sweep or default_sweep) if args.scaling else [])
+    return list(dict.fromkeys(type(main)(value) for value in values))
 
 
 def load_average() -> str:
