@@ -322,14 +322,23 @@ def write_json(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def count_flops(fn: Callable[[], object], module: torch.nn.Module) -> int:
-    """FLOPs of one call of `module` (matmuls, convolutions, attention), counted by `torch.utils.flop_counter`."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of one call of `module` (matmuls, convolutions, attention), counted by `torch.utils.flop_counter`.
+
+    torch's counter has no formula for the CPU flash-attention kernel of SDPA (it would count no attention FLOPs on
+    CPU): it is given the one of the CUDA kernels.
+    """
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa_flops}
 
     # The counter's module tracker hooks tensors that require grad: freeze the parameters instead of `no_grad`.
     requires_grad = [parameter.requires_grad for parameter in module.parameters()]
     module.requires_grad_(False)
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=custom) as counter:
             fn()
     finally:
         for parameter, flag in zip(module.parameters(), requires_grad):
