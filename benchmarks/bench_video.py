@@ -37,7 +37,7 @@ def our_config(args: argparse.Namespace) -> OmniVideoConfig:
 
 
 def frame_counts(args: argparse.Namespace, config: OmniVideoConfig) -> list[int]:
-    return sizes(args, config.num_frames, [4, 8, 16, 32])
+    return sizes(args, args.frames or config.num_frames, [4, 8, 16, 32])
 
 
 def build(args: argparse.Namespace):
@@ -111,6 +111,7 @@ def main(argv=None):
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--peers", nargs="+", choices=["VideoMAEModel", "VJEPA2Model"],
                         default=["VideoMAEModel", "VJEPA2Model"], help="joint-attention peers to run")
+    parser.add_argument("--frames", type=int, default=None, help="frames of the main comparison (default: the config's)")
     parser.set_defaults(size="small", repeat=3)
     return run(parser.parse_args(argv))
 
