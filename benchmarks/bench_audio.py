@@ -20,7 +20,7 @@ import argparse
 import torch
 from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerModel
 
-from harness import DTYPES, Case, add_common_arguments, compare, describe, setup
+from harness import DTYPES, Case, add_common_arguments, compare, describe, setup, sizes
 from omni_encoders import OmniAudioConfig, OmniAudioModel
 
 
@@ -71,10 +71,10 @@ def frames_of(model: Wav2Vec2ConformerModel, samples: int) -> int:
 def run(args: argparse.Namespace) -> list[dict]:
     setup(args)
     config, ours, peers = build(args)
-    durations = [args.seconds] + ([1, 10, 30, 60, 120] if args.scaling else [])
+    durations = sizes(args, args.seconds, [1, 10, 30, 60, 120])
     print(f"# Audio: OmniAudioModel vs Wav2Vec2ConformerModel ({args.size} size) — {describe(args)}")
     rows = []
-    for seconds in dict.fromkeys(durations):
+    for seconds in durations:
         samples = int(seconds * SAMPLING_RATE)
         waveforms = torch.randn(args.batch_size, samples, dtype=DTYPES[args.dtype], device=args.device)
         audio_seconds = args.batch_size * seconds

@@ -40,7 +40,7 @@ from transformers import (
     SpeechT5HifiGanConfig,
 )
 
-from harness import DTYPES, Case, add_common_arguments, compare, describe, setup
+from harness import DTYPES, Case, add_common_arguments, compare, describe, setup, sizes
 from omni_encoders import OmniAudioDecoderConfig, OmniAudioDecoderModel
 from omni_encoders.modeling_omni_audio_decoder import monotonic_alignment_search
 
@@ -133,10 +133,10 @@ def build_tts(args: argparse.Namespace):
 
 def run_tts(args: argparse.Namespace) -> list[dict]:
     config, ours, peer = build_tts(args)
-    characters = [args.chars] + ([10, 50, 100, 250, 500] if args.scaling else [])
+    characters = sizes(args, args.chars, [10, 50, 100, 250, 500])
     print(f"# TTS: OmniAudioDecoderModel vs FastSpeech2ConformerWithHifiGan ({args.size} size) — {describe(args)}")
     rows = []
-    for num_chars in dict.fromkeys(characters):
+    for num_chars in characters:
         generator = torch.Generator().manual_seed(num_chars)
         input_ids = torch.randint(1, config.vocab_size, (args.batch_size, num_chars), generator=generator)
         input_ids = input_ids.to(args.device)
@@ -173,9 +173,11 @@ def run_vocoder(args: argparse.Namespace) -> list[dict]:
     peer_config = SpeechT5HifiGanConfig(**vocoder_sizes(config), sampling_rate=config.sampling_rate)
     peer = SpeechT5HifiGan._from_config(peer_config, dtype=dtype).to(args.device).eval()
     print(f"# Vocoder: OmniVocoder vs SpeechT5HifiGan ({args.size} size) — {describe(args)}")
-    frame_counts = [args.chars * args.frames_per_char] + ([125, 625, 2500] if args.scaling else [])
+    # `--sweep` gives characters: the vocoder sees `frames_per_char` mel frames per character.
+    characters = sizes(args, args.chars, [25, 125, 500])
+    frame_counts = [num_chars * args.frames_per_char for num_chars in characters]
     rows = []
-    for num_frames in dict.fromkeys(frame_counts):
+    for num_frames in frame_counts:
         mel = torch.randn(args.batch_size, num_frames, config.n_mels, dtype=dtype, device=args.device)
         seconds = num_frames * config.hop_length / config.sampling_rate
         cases = [
@@ -212,9 +214,9 @@ def run_mas(args: argparse.Namespace) -> list[dict]:
     import monotonic_align
 
     print(f"# MAS: monotonic_alignment_search vs monotonic_align.maximum_path — {describe(args)} (float32, CPU)")
-    token_counts = [args.chars] + ([10, 50, 100, 250, 500] if args.scaling else [])
+    token_counts = sizes(args, args.chars, [10, 50, 100, 250, 500])
     rows = []
-    for num_tokens in dict.fromkeys(token_counts):
+    for num_tokens in token_counts:
         num_frames = num_tokens * args.frames_per_char
         scores, token_lengths, frame_lengths = random_log_likelihoods(args.batch_size, num_tokens, num_frames, 0)
         mask = (torch.arange(num_frames)[None, :, None] < frame_lengths[:, None, None]) & (

@@ -20,7 +20,7 @@ import argparse
 import torch
 from transformers import VideoMAEConfig, VideoMAEModel, VJEPA2Config, VJEPA2Model
 
-from harness import DTYPES, Case, add_common_arguments, compare, describe, setup
+from harness import DTYPES, Case, add_common_arguments, compare, describe, setup, sizes
 from omni_encoders import OmniVideoConfig, OmniVideoModel
 
 
@@ -36,6 +36,10 @@ def our_config(args: argparse.Namespace) -> OmniVideoConfig:
     return OmniVideoConfig(vision_config=vision, num_attention_heads=6, attn_implementation=args.attn)
 
 
+def frame_counts(args: argparse.Namespace, config: OmniVideoConfig) -> list[int]:
+    return sizes(args, args.frames or config.num_frames, [4, 8, 16, 32])
+
+
 def build(args: argparse.Namespace):
     dtype = DTYPES[args.dtype]
     config = our_config(args)
@@ -46,7 +50,7 @@ def build(args: argparse.Namespace):
         "hidden_size": backbone.hidden_size, "num_hidden_layers": depth,
         "num_attention_heads": backbone.num_attention_heads, "patch_size": backbone.patch_size, "tubelet_size": 1,
     }
-    max_frames = max(config.num_frames, 32 if args.scaling else 0)
+    max_frames = max(frame_counts(args, config))
     videomae_config = VideoMAEConfig(
         **common, intermediate_size=backbone.intermediate_size, image_size=backbone.image_size,
         num_frames=max_frames, hidden_act="gelu",
@@ -68,13 +72,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     config, depth, ours, peers = build(args)
     side = config.vision_config.image_size
     grid = side // config.vision_config.patch_size
-    frame_counts = [config.num_frames] + ([4, 8, 16, 32] if args.scaling else [])
     print(
         f"# Video: OmniVideoModel vs VideoMAEModel / VJEPA2Model ({args.size} size: width "
         f"{config.hidden_size}, peer depth {depth}) — {describe(args)}"
     )
     rows = []
-    for num_frames in dict.fromkeys(frame_counts):
+    for num_frames in frame_counts(args, config):
         videos = torch.randn(args.batch_size, num_frames, 3, side, side, dtype=DTYPES[args.dtype], device=args.device)
         tokens = num_frames * grid * grid
         # VideoMAE's fixed sinusoidal table covers `num_frames` frames of the config: slice the tokens it sees.
@@ -108,6 +111,7 @@ def main(argv=None):
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--peers", nargs="+", choices=["VideoMAEModel", "VJEPA2Model"],
                         default=["VideoMAEModel", "VJEPA2Model"], help="joint-attention peers to run")
+    parser.add_argument("--frames", type=int, default=None, help="frames of the main comparison (default: the config's)")
     parser.set_defaults(size="small", repeat=3)
     return run(parser.parse_args(argv))
 

@@ -17,7 +17,7 @@ import argparse
 import torch
 from transformers import SiglipVisionModel
 
-from harness import DTYPES, Case, add_common_arguments, compare, count_flops, describe, setup
+from harness import DTYPES, Case, add_common_arguments, compare, count_flops, describe, setup, sizes
 from omni_encoders import OmniVisionConfig, OmniVisionModel
 
 
@@ -45,10 +45,10 @@ def build(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> list[dict]:
     setup(args)
     config, ours, peer = build(args)
-    sides = [config.image_size] + ([224, 320, 384, 448, 512] if args.scaling else [])
+    sides = sizes(args, args.image_size or config.image_size, [224, 320, 384, 448, 512])
     print(f"# Vision: OmniVisionModel vs SiglipVisionModel ({args.size} size) — {describe(args)}")
     rows = []
-    for side in dict.fromkeys(sides):
+    for side in sides:
         pixels = torch.randn(args.batch_size, 3, side, side, dtype=DTYPES[args.dtype], device=args.device)
         grid = side // config.patch_size
         interpolate = side != config.image_size
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 def main(argv=None):
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak, for the MFU")
+    parser.add_argument("--image-size", type=int, default=None, help="image side of the main comparison (default: 384)")
     return run(parser.parse_args(argv))
 
 

@@ -51,6 +51,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each model first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     parser.add_argument("--scaling", action="store_true", help="also run the suite's scaling sweep")
+    parser.add_argument(
+        "--sweep", type=float, nargs="+", default=None,
+        help="the sizes of the scaling sweep, replacing the suite's default (image sides, frames, seconds, characters)",
+    )
     parser.add_argument("--json", default=None, help="append the result rows to this JSON-lines file")
     return parser
 
@@ -66,6 +70,12 @@ def setup(args: argparse.Namespace) -> None:
             f"{torch.get_num_threads()} threads every parallel region waits for descheduled threads, which penalises "
             "models with many small ops; prefer --threads 1 on a shared machine (ratios stay comparable)."
         )
+
+
+def sizes(args: argparse.Namespace, main: float, default_sweep: list[float]) -> list[float]:
+    """The input sizes to measure: the suite's main size, then (with `--scaling`) the sweep, `--sweep` if given."""
+    values = [main] + (list(args.sweep or default_sweep) if args.scaling else [])
+    return list(dict.fromkeys(type(main)(value) for value in values))
 
 
 def load_average() -> str:
@@ -312,14 +322,23 @@ def write_json(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def count_flops(fn: Callable[[], object], module: torch.nn.Module) -> int:
-    """FLOPs of one call of `module` (matmuls, convolutions, attention), counted by `torch.utils.flop_counter`."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of one call of `module` (matmuls, convolutions, attention), counted by `torch.utils.flop_counter`.
+
+    torch's counter has no formula for the CPU flash-attention kernel of SDPA (it would count no attention FLOPs on
+    CPU): it is given the one of the CUDA kernels.
+    """
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa_flops}
 
     # The counter's module tracker hooks tensors that require grad: freeze the parameters instead of `no_grad`.
     requires_grad = [parameter.requires_grad for parameter in module.parameters()]
     module.requires_grad_(False)
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=custom) as counter:
             fn()
     finally:
         for parameter, flag in zip(module.parameters(), requires_grad):
