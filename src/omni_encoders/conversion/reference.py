@@ -35,8 +35,8 @@ onto a module of another meaning.
 | `titok.compress_attn` (`nn.MultiheadAttention`) | `compressor.cross_attn.{q,k,v,o}_proj` |
 | `titok.compress_norm` | `compressor.final_layernorm` |
 
-(`X` is the stream, `a` or `b`.) Dropped: the SigLIP attention-pooling head when the config's backbone has none
-(`vision_use_head=False`, as our default), and `titok.compress.*`, the reference's D->D projection after the
+(`X` is the stream, `a` or `b`.) Dropped: the SigLIP attention-pooling head (our models read the patch features and
+do not build it), and `titok.compress.*`, the reference's D->D projection after the
 compression attention (our compressor's feed-forward layer is a residual `D -> intermediate_size -> D` MLP). Newly
 initialised: the q/k/v/o biases of the dual-stream blocks (zeros; the reference has none), the compressor's pre-norms
 and feed-forward layer, and the final `post_layernorm` of the patch embeddings.
@@ -168,7 +168,8 @@ def vision_encoder_rules(backbone_prefix: str = "backbone.") -> tuple[Rule, ...]
     stream = "layers.{0}.stream_{1}"
     block = r"dual_stream_layers\.(\d+)"
     return (
-        *tower_rules(backbone_prefix)[:2],  # the SigLIP tower under vision_model.* (4.x: vision_model.vision_model.*)
+        # the SigLIP tower under vision_model.* (4.x: vision_model.vision_model.*), without its pooling head
+        *tower_rules(backbone_prefix)[:3],
         Rule(rf"{block}\.dual_attn\.to_qkv_([ab])\.weight", tuple(f"{attn}.{p}_proj.weight" for p in "qkv")),
         Rule(rf"{block}\.dual_attn\.to_out_([ab])\.weight", f"{attn}.o_proj.weight"),
         Rule(rf"{block}\.dual_attn\.norm_([ab])\.(weight|bias)", stream + ".input_layernorm.{2}"),

@@ -53,7 +53,9 @@ COMMAND = "python -m omni_encoders.conversion.vision_tower"
 def tower_rules(backbone_prefix: str = "backbone.") -> tuple[Rule, ...]:
     """Rules that put a SigLIP/SigLIP 2/CLIP vision tower under `backbone_prefix`, whatever its layout."""
     return (
-        drop(r"(?:vision_model\.){0,2}head\..+", "attention-pooling head of the tower (the model reads patch features)"),
+        drop(
+            r"(?:vision_model\.){0,2}head\..+", "attention-pooling head of the tower (the model reads patch features)"
+        ),
         # a 4.x vision model inside a wrapper; image-text models and 4.x vision-only models; 5.x vision-only models
         Rule(r"vision_model\.vision_model\.(.+)", backbone_prefix + "{0}"),
         Rule(r"vision_model\.(.+)", backbone_prefix + "{0}"),
