@@ -675,3 +675,18 @@ def test_tour_trains_a_digit_classifier_and_serves_it_through_the_pipeline(tmp_p
     assert "Trainer.evaluate on the 360 held-out digits: accuracy" in output
     assert "OmniVisionForImageClassification via pipeline('image-classification'): accuracy" in output
     assert (tmp_path / "m" / "model.safetensors").is_file() and (tmp_path / "m" / "preprocessor_config.json").is_file()
+
+
+def test_tour_trains_a_spoken_digit_classifier_and_serves_it_through_the_pipeline(tmp_path, monkeypatch, capsys):
+    from omni_encoders import cli
+
+    monkeypatch.setenv("OMNI_ENCODERS_CACHE", str(tmp_path / "cache"))
+    argv = ["tour", "--steps", "train-audio", "--train-epochs", "1", "--output-dir", str(tmp_path / "m")]
+    assert cli.main(argv) == 0
+    output = capsys.readouterr().out
+    losses = [float(loss) for loss in output.split("training loss: ")[1].splitlines()[0].split(" -> ")]
+    assert losses[-1] < losses[0]
+    assert "clips of 5 voices it never heard: accuracy" in output
+    assert "OmniAudioForAudioClassification via pipeline('audio-classification') on a wav file" in output
+    saved = tmp_path / "m" / "spoken_digits"
+    assert (saved / "model.safetensors").is_file() and (saved / "preprocessor_config.json").is_file()
