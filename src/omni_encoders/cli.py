@@ -343,6 +343,59 @@ def tour_tts(args: argparse.Namespace) -> None:
         raise SystemExit("the audio decoder produced non-finite audio")
 
 
+def train_small_classifier(
+    model, processing_class, train_dataset, eval_dataset, output_dir: str, epochs: float, learning_rate: float,
+    seed: int, data_collator=None,
+) -> dict:  # fmt: skip
+    """The tour's training run: `Trainer` with AdamW, cosine decay, bf16 autocast and batch 32, the raw dataset columns
+    kept for the transform or collator; evaluates with accuracy and saves the model and its processor to `output_dir`.
+    Returns the held-out metrics, the training losses logged (ten per run), the training time, the steps and the
+    parameter count."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from .training import classification_metrics
+
+    args = TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=learning_rate,
+        weight_decay=0.05,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        bf16=True,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,  # the transform or collator needs the raw columns (image/audio and label)
+        logging_steps=0.1,  # ten times per run
+        save_strategy="no",
+        disable_tqdm=True,
+        log_level="warning",
+        seed=seed,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=data_collator,
+        processing_class=processing_class,
+        compute_metrics=classification_metrics("accuracy"),
+    )
+    trainer.remove_callback(PrinterCallback)  # the tour prints its own summary
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    trainer.save_model()
+    return {
+        **trainer.evaluate(),
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        "train_seconds": train_seconds,
+        "steps": trainer.state.global_step,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
 def train_digit_classifier(output_dir: str, epochs: float = 15, seed: int = 42) -> dict:
     """Train a small vision classifier from scratch on scikit-learn's digits with `Trainer`, evaluate it on the
     held-out digits and save it (model + image processor) to `output_dir`.
@@ -351,11 +404,11 @@ def train_digit_classifier(output_dir: str, epochs: float = 15, seed: int = 42) 
     on the fly (`with_transform`) by `OmniVisionImageProcessor`, accuracy from `omni_encoders.metrics`. Returns the
     held-out metrics, the training losses logged (ten per run) and the training time.
     """
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import set_seed
 
     from . import OmniVisionConfig, OmniVisionForImageClassification, OmniVisionImageProcessor
     from .data import build_digit_images
-    from .training import ImageClassificationTransform, classification_metrics
+    from .training import ImageClassificationTransform
 
     dataset = build_digit_images(image_size=32)
     labels = dataset["train"].features["label"].names
@@ -370,46 +423,17 @@ def train_digit_classifier(output_dir: str, epochs: float = 15, seed: int = 42) 
             id2label=dict(enumerate(labels)), label2id={label: index for index, label in enumerate(labels)},
         )
     )  # fmt: skip
-    args = TrainingArguments(
-        output_dir=output_dir,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=128,
-        learning_rate=3e-3,
-        weight_decay=0.05,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        bf16=True,
-        use_cpu=not torch.cuda.is_available(),
-        remove_unused_columns=False,  # the transform needs the raw `image` and `label` columns
-        logging_steps=0.1,  # ten times per run
-        save_strategy="no",
-        disable_tqdm=True,
-        log_level="warning",
-        seed=seed,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
+    report = train_small_classifier(
+        model,
+        processor,
         train_dataset=dataset["train"].with_transform(transform),
         eval_dataset=dataset["test"].with_transform(transform),
-        processing_class=processor,
-        compute_metrics=classification_metrics("accuracy"),
+        output_dir=output_dir,
+        epochs=epochs,
+        learning_rate=3e-3,
+        seed=seed,
     )
-    trainer.remove_callback(PrinterCallback)  # the tour prints its own summary
-    start = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - start
-    trainer.save_model()
-    return {
-        **trainer.evaluate(),
-        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
-        "train_seconds": train_seconds,
-        "steps": trainer.state.global_step,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "num_train": len(dataset["train"]),
-        "num_test": len(dataset["test"]),
-    }
+    return {**report, "num_train": len(dataset["train"]), "num_test": len(dataset["test"])}
 
 
 def tour_train_vision(args: argparse.Namespace) -> None:
@@ -471,11 +495,11 @@ def train_spoken_digit_classifier(output_dir: str, epochs: float = 30, seed: int
     (`AudioCollator`), accuracy from `omni_encoders.metrics`. Returns the held-out metrics, the training losses logged
     (ten per run), the training time and the held-out split.
     """
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import set_seed
 
     from . import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioForAudioClassification
     from .data import build_spoken_digits
-    from .training import AudioCollator, classification_metrics
+    from .training import AudioCollator
 
     dataset = build_spoken_digits(num_voices=24, repeats=2)
     labels = dataset["train"].features["label"].names
@@ -491,44 +515,19 @@ def train_spoken_digit_classifier(output_dir: str, epochs: float = 30, seed: int
         )
     )  # fmt: skip
     feature_extractor = OmniAudioFeatureExtractor(samples_per_frame=model.config.inputs_to_logits_ratio)
-    args = TrainingArguments(
-        output_dir=output_dir,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=64,
-        learning_rate=2e-3,
-        weight_decay=0.05,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        bf16=True,
-        use_cpu=not torch.cuda.is_available(),
-        remove_unused_columns=False,  # the collator needs the raw `audio` and `label` columns
-        logging_steps=0.1,
-        save_strategy="no",
-        disable_tqdm=True,
-        log_level="warning",
-        seed=seed,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
+    report = train_small_classifier(
+        model,
+        feature_extractor,
         train_dataset=dataset["train"],
         eval_dataset=dataset["test"],
+        output_dir=output_dir,
+        epochs=epochs,
+        learning_rate=2e-3,
+        seed=seed,
         data_collator=AudioCollator(feature_extractor, label_column="label"),
-        processing_class=feature_extractor,
-        compute_metrics=classification_metrics("accuracy"),
     )
-    trainer.remove_callback(PrinterCallback)
-    start = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - start
-    trainer.save_model()
     return {
-        **trainer.evaluate(),
-        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
-        "train_seconds": train_seconds,
-        "steps": trainer.state.global_step,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **report,
         "num_train": len(dataset["train"]),
         "num_train_voices": len(set(dataset["train"]["voice"])),
         "held_out": dataset["test"],
