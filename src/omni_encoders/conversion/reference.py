@@ -168,8 +168,7 @@ def vision_encoder_rules(backbone_prefix: str = "backbone.") -> tuple[Rule, ...]
     stream = "layers.{0}.stream_{1}"
     block = r"dual_stream_layers\.(\d+)"
     return (
-        # the SigLIP tower under vision_model.* (4.x: vision_model.vision_model.*), without its pooling head
-        *tower_rules(backbone_prefix)[:3],
+        *tower_rules(backbone_prefix, nested_only=True),  # the SigLIP tower under vision_model.*
         Rule(rf"{block}\.dual_attn\.to_qkv_([ab])\.weight", tuple(f"{attn}.{p}_proj.weight" for p in "qkv")),
         Rule(rf"{block}\.dual_attn\.to_out_([ab])\.weight", f"{attn}.o_proj.weight"),
         Rule(rf"{block}\.dual_attn\.norm_([ab])\.(weight|bias)", stream + ".input_layernorm.{2}"),

@@ -50,15 +50,25 @@ SUPPORTED_TOWERS = ("siglip_vision_model", "siglip2_vision_model", "clip_vision_
 COMMAND = "python -m omni_encoders.conversion.vision_tower"
 
 
-def tower_rules(backbone_prefix: str = "backbone.") -> tuple[Rule, ...]:
-    """Rules that put a SigLIP/SigLIP 2/CLIP vision tower under `backbone_prefix`, whatever its layout."""
-    return (
+def tower_rules(backbone_prefix: str = "backbone.", *, nested_only: bool = False) -> tuple[Rule, ...]:
+    """Rules that put a SigLIP/SigLIP 2/CLIP vision tower under `backbone_prefix`, whatever its layout.
+
+    `nested_only=True` keeps the rules for a tower under `vision_model.` (and the pooling-head drop) and leaves out
+    those for a bare 5.x vision model and for the text tower of an image-text model: for a tower nested in a larger
+    checkpoint whose other keys mean something else (the spec's reference vision encoder)."""
+    nested = (
         drop(
             r"(?:vision_model\.){0,2}head\..+", "attention-pooling head of the tower (the model reads patch features)"
         ),
-        # a 4.x vision model inside a wrapper; image-text models and 4.x vision-only models; 5.x vision-only models
+        # a 4.x vision model inside a wrapper; image-text models and 4.x vision-only models
         Rule(r"vision_model\.vision_model\.(.+)", backbone_prefix + "{0}"),
         Rule(r"vision_model\.(.+)", backbone_prefix + "{0}"),
+    )
+    if nested_only:
+        return nested
+    return (
+        *nested,
+        # 5.x vision-only models
         Rule(r"((?:embeddings|encoder|pre_layrnorm|post_layernorm)\..+)", backbone_prefix + "{0}"),
         drop(
             r"text_model\..+|text_projection\..+|visual_projection\..+|logit_scale|logit_bias",
