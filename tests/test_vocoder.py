@@ -13,6 +13,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from helpers import max_abs_diff
 from omni_encoders.modeling_omni_common import OmniMelSpectrogram
 from omni_encoders.modeling_omni_vocoder import (
+    _snake_kernel,
     OmniMultiPeriodDiscriminator,
     OmniMultiResolutionDiscriminator,
     OmniSnake,
@@ -116,6 +117,62 @@ def test_snake_matches_the_formula_and_is_safe_at_alpha_zero():
     torch.testing.assert_close(log_snake.alpha, torch.full((1, 3, 1), math.log(2.0)))
 
 
+def _snake_without_kernel(snake: OmniSnake, x: torch.Tensor, monkeypatch) -> torch.Tensor:
+    with monkeypatch.context() as patch:
+        patch.setattr("omni_encoders.modeling_omni_vocoder._snake_kernel", lambda: None)
+        return snake(x)
+
+
+@pytest.mark.parametrize("log_scale_alpha", [False, True])
+def test_snake_kernel_matches_pytorch_and_float64(log_scale_alpha, monkeypatch):
+    if _snake_kernel() is None:
+        pytest.skip("no C compiler on this machine: Snake runs in PyTorch only")
+    generator = torch.Generator().manual_seed(0)
+    snake = OmniSnake(6, log_scale_alpha=log_scale_alpha)
+    alpha = torch.tensor([0.05, 0.5, 1.0, 3.0, 40.0, -2.0])
+    with torch.no_grad():
+        snake.alpha.copy_((alpha.abs().log() if log_scale_alpha else alpha).view(1, 6, 1))
+    x = torch.randn(3, 6, 5000, generator=generator) * 4
+    x[0, :, :4] = torch.tensor([0.0, 1e6, -3e4, 1e-30])
+    with torch.no_grad():
+        fused, reference = snake(x), _snake_without_kernel(snake, x, monkeypatch)
+        # Against float64 truth the kernel is as exact as PyTorch's float32 sin (a few float32 ulps of the output).
+        alpha64 = (alpha.abs() if log_scale_alpha else alpha).double().view(1, 6, 1)
+        truth = x.double() + torch.sin(alpha64 * x.double()) ** 2 / alpha64
+        assert fused.dtype == torch.float32
+        ulps = (fused.double() - truth).abs() / torch.finfo(torch.float32).eps
+        assert (ulps <= 4 * truth.abs().clamp_min(1.0)).all()
+        torch.testing.assert_close(fused, reference, rtol=2e-6, atol=2e-6)
+        # bfloat16 storage: float32 arithmetic, then one rounding, so it matches PyTorch's float32 result cast back.
+        x16 = x.bfloat16()
+        fused16, reference16 = snake(x16), _snake_without_kernel(snake, x16, monkeypatch)
+        assert fused16.dtype == torch.bfloat16
+        assert (fused16 != reference16).float().mean() < 1e-3  # only rare rounding-boundary ties differ ...
+        torch.testing.assert_close(fused16, reference16, rtol=2**-8, atol=0)  # ... and then by one bf16 step
+        # Non-finite inputs behave as in PyTorch, and several threads give the same result as one.
+        special = torch.tensor([[[float("nan"), float("inf"), -float("inf"), 2.0]]]).expand(1, 6, 4).contiguous()
+        torch.testing.assert_close(snake(special), _snake_without_kernel(snake, special, monkeypatch), equal_nan=True)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(3)
+            big = torch.randn(1, 6, 70_000, generator=generator)
+            threaded = snake(big)
+            torch.set_num_threads(1)
+            assert torch.equal(threaded, snake(big))
+        finally:
+            torch.set_num_threads(threads)
+
+
+def test_snake_kernel_is_not_used_with_autograd(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        "omni_encoders.modeling_omni_vocoder._snake_with_kernel", lambda *args: calls.append(args) or args[1]
+    )
+    snake, x = OmniSnake(2), torch.randn(1, 2, 8, requires_grad=True)
+    snake(x).sum().backward()  # the kernel has no backward: training must take the PyTorch path
+    assert not calls and x.grad is not None
+
+
 def test_anti_aliased_snake_keeps_length_and_passes_constants():
     snake = OmniSnake(4, anti_alias=True)
     x = torch.randn(2, 4, 37)
@@ -195,6 +252,23 @@ def test_context_frames_is_the_exact_receptive_field(anti_alias):
     assert vocoder.context_frames == (frame - influencing.min().item(), influencing.max().item() - frame)
     with torch.device("meta"):
         assert OmniVocoder().context_frames == (13, 13)
+
+
+def test_long_inputs_are_decoded_in_chunks_at_inference(monkeypatch):
+    vocoder = tiny_vocoder(inference_chunk_frames=8)
+    mel = torch.randn(2, 30, N_MELS)
+    decoded, decode = [], vocoder._decode
+    monkeypatch.setattr(vocoder, "_decode", lambda chunk: decoded.append(chunk.shape[1]) or decode(chunk))
+    with torch.no_grad():
+        chunked = vocoder(mel)
+        assert decoded == [21, 29, 27, 19]  # 4 chunks of <= 8 frames, each with up to 13 frames of context a side
+        vocoder.inference_chunk_frames = 0
+        assert relative_error(chunked, vocoder(mel)) < 1e-5 and decoded[-1] == 30
+    vocoder.inference_chunk_frames = 8
+    vocoder(mel)  # with autograd: one pass (the activations are kept for the backward anyway)
+    assert decoded[-1] == 30 and len(decoded) == 6
+    with pytest.raises(ValueError, match="inference_chunk_frames must be >= 0"):
+        OmniVocoder(**TINY_VOCODER, inference_chunk_frames=-1)
 
 
 @pytest.mark.parametrize(

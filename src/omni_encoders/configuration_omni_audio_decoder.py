@@ -120,6 +120,10 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
         vocoder_segment_frames (`int`, *optional*, defaults to 32):
             Mel frames of the random segment the vocoder is trained on when target `waveforms` are given
             (32 frames = 8192 samples).
+        vocoder_inference_chunk_frames (`int`, *optional*, defaults to 256):
+            Without autograd on CPU, the vocoder decodes mels of more than twice this many frames in chunks of this
+            many, with the exact context (the same waveform up to float rounding; faster on long inputs). 0 decodes
+            in one pass.
         mel_loss_weight, duration_loss_weight, pitch_loss_weight, energy_loss_weight, alignment_loss_weight,
         vocoder_loss_weight (`float`, *optional*, default to 1.0):
             Weights of the parts of the training loss.
@@ -189,6 +193,7 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
     vocoder_resblock_kernel_sizes: list[int] | tuple[int, ...] = (3, 7, 11)
     vocoder_resblock_dilation_sizes: list | tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
     vocoder_segment_frames: int = 32
+    vocoder_inference_chunk_frames: int = 256
     mel_loss_weight: float = 1.0
     duration_loss_weight: float = 1.0
     pitch_loss_weight: float = 1.0
@@ -220,7 +225,10 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        for name in ("encoder_layers", "decoder_layers", "postnet_layers", "num_speakers"):
+        non_negative = (
+            "encoder_layers", "decoder_layers", "postnet_layers", "num_speakers", "vocoder_inference_chunk_frames"
+        )
+        for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:

@@ -11,7 +11,12 @@ base class of every model type ([`OmniPreTrainedModel`]).
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -22,7 +27,9 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
+
+logger = logging.get_logger(__name__)
 
 # --------------------------------------------------------------------------------------------------------------------
 # Rotary position embeddings
@@ -652,6 +659,53 @@ class OmniClassifierOutput(ModelOutput):
     aux_loss: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# C kernels compiled on first use
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def load_c_kernel(name: str, source: str, flags: tuple[str, ...] = ()) -> ctypes.CDLL | None:
+    """Compile the C `source` into a shared library on first use and load it with ctypes, or return None where that is
+    not possible (no C compiler, a failed build, or `OMNI_ENCODERS_DISABLE_KERNELS=1`), after one warning: callers
+    then run their PyTorch version.
+
+    The library is built once per machine into `$OMNI_ENCODERS_CACHE/kernels` (default `~/.cache/omni_encoders`),
+    under a name derived from the source and flags, and moved into place atomically, so concurrent processes share it.
+    Transformers compiles some custom kernels at run time the same way; plain C through ctypes needs no PyTorch
+    headers and builds in well under a second.
+    """
+    if os.environ.get("OMNI_ENCODERS_DISABLE_KERNELS", "0") not in ("", "0"):
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        logger.warning_once(f"No C compiler found: the {name} kernel is not built; its (slower) PyTorch version runs.")
+        return None
+    digest = hashlib.sha256("\0".join((source, *flags)).encode()).hexdigest()[:16]
+    cache_dir = os.environ.get("OMNI_ENCODERS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "omni_encoders"))
+    library = os.path.join(cache_dir, "kernels", f"{name}_{digest}.so")
+    try:
+        if not os.path.exists(library):
+            os.makedirs(os.path.dirname(library), exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=os.path.dirname(library)) as build_dir:
+                source_file, built = os.path.join(build_dir, f"{name}.c"), os.path.join(build_dir, f"{name}.so")
+                with open(source_file, "w") as handle:
+                    handle.write(source)
+                subprocess.run(
+                    [compiler, "-O3", "-shared", "-fPIC", *flags, "-o", built, source_file],
+                    check=True, capture_output=True, timeout=120,
+                )
+                os.replace(built, library)
+        return ctypes.CDLL(library)
+    except (OSError, subprocess.SubprocessError) as error:
+        details = getattr(error, "stderr", b"") or b""
+        logger.warning_once(
+            f"Could not build the {name} kernel ({error} {details.decode(errors='replace')[:500]}); its PyTorch "
+            "version runs instead."
+        )
+        return None
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ These are plain `nn.Module`s and functions: the speech-decoder model builds them
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -25,6 +27,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from .modeling_omni_common import load_c_kernel
 
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d)
 
@@ -83,6 +86,150 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> to
     return (taps / taps.sum()).float()
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Snake
+# --------------------------------------------------------------------------------------------------------------------
+
+
+# Inference-time Snake in one pass over memory, compiled on first use (`load_c_kernel`). In PyTorch it takes five
+# element-wise passes through a float32 buffer plus casts; on long audio those passes are memory-bound and cost as much
+# as the vocoder's convolutions (bfloat16, 20 s of audio: 17x faster per activation, 40% less vocoder time).
+_SNAKE_C_SOURCE = r"""#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Snake, x + sin^2(alpha x) / alpha, over rows of `length` contiguous values (row r has alpha[r % channels]),
+   in float32 arithmetic whatever the storage (float32 or bfloat16). sin^2 has period pi, so u = alpha x is reduced
+   to r = u - k pi/2 (k the nearest integer, in double: r stays exact for large |u|), and sin^2(u) is sin^2(r) for
+   even k and cos^2(r) for odd k, with |r| <= pi/4 where short minimax polynomials are exact to float precision. */
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+static inline float sin_squared(float u) {
+    const double round_shift = 6755399441055744.0; /* 1.5 * 2^52: adding it rounds a double to an integer */
+    double shifted = (double)u * 0.63661977236758134308 + round_shift;
+    double k = shifted - round_shift;
+    uint64_t bits;
+    memcpy(&bits, &shifted, sizeof bits); /* the low mantissa bit is the parity of k */
+    float r = (float)((double)u - k * 1.57079632679489661923);
+    float r2 = r * r;
+    float s = r + r * r2 * (-1.6666654611e-1f + r2 * (8.3321608736e-3f + r2 * -1.9515295891e-4f));
+    float c = 1.0f - 0.5f * r2
+              + r2 * r2 * (4.166664568298827e-2f + r2 * (-1.388731625493765e-3f + r2 * 2.443315711809948e-5f));
+    float v = (bits & 1) ? c : s;
+    float v2 = v * v;
+    return v2 > 1.0f ? 1.0f : v2; /* |u| beyond 2^51 (no meaningful phase left in float32); NaN stays NaN */
+}
+
+static inline float bf16_to_float(uint16_t value) {
+    uint32_t bits = (uint32_t)value << 16;
+    float result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
+static inline uint16_t float_to_bf16(float value) { /* round to nearest even, NaN kept quiet */
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    return (bits & 0x7FFFFFFFu) > 0x7F800000u ? (uint16_t)((bits >> 16) | 0x40u) : (uint16_t)rounded;
+}
+
+VECTOR_CLONES static void snake_f32(const float *x, float *out, int64_t n, float alpha, float inverse_alpha) {
+    for (int64_t i = 0; i < n; ++i) out[i] = x[i] + sin_squared(x[i] * alpha) * inverse_alpha;
+}
+
+VECTOR_CLONES static void snake_bf16(const uint16_t *x, uint16_t *out, int64_t n, float alpha, float inverse_alpha) {
+    for (int64_t i = 0; i < n; ++i) {
+        float value = bf16_to_float(x[i]);
+        out[i] = float_to_bf16(value + sin_squared(value * alpha) * inverse_alpha);
+    }
+}
+
+typedef struct {
+    const char *x;
+    char *out;
+    const float *alpha, *inverse_alpha;
+    int64_t first_row, end_row, channels, length, is_bf16;
+} snake_job;
+
+static void *snake_rows(void *argument) {
+    const snake_job *job = (const snake_job *)argument;
+    int64_t row_bytes = job->length * (job->is_bf16 ? 2 : 4);
+    for (int64_t row = job->first_row; row < job->end_row; ++row) {
+        int64_t channel = row % job->channels;
+        const char *x = job->x + row * row_bytes;
+        char *out = job->out + row * row_bytes;
+        float alpha = job->alpha[channel], inverse_alpha = job->inverse_alpha[channel];
+        if (job->is_bf16)
+            snake_bf16((const uint16_t *)x, (uint16_t *)out, job->length, alpha, inverse_alpha);
+        else
+            snake_f32((const float *)x, (float *)out, job->length, alpha, inverse_alpha);
+    }
+    return NULL;
+}
+
+#define MAX_THREADS 256
+
+/* x, out: [rows, length] contiguous (out may be x); alpha, inverse_alpha: [channels] float32. Returns 0. */
+int omni_snake(const void *x, void *out, int64_t is_bf16, int64_t rows, int64_t channels, int64_t length,
+               const float *alpha, const float *inverse_alpha, int64_t num_threads) {
+    if (num_threads > rows) num_threads = rows;
+    if (num_threads > MAX_THREADS) num_threads = MAX_THREADS;
+    if (num_threads < 1) num_threads = 1;
+    snake_job jobs[MAX_THREADS];
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS];
+    for (int64_t t = 0; t < num_threads; ++t) {
+        jobs[t] = (snake_job){(const char *)x, (char *)out, alpha, inverse_alpha, rows * t / num_threads,
+                              rows * (t + 1) / num_threads, channels, length, is_bf16};
+        started[t] = t > 0 && pthread_create(&threads[t], NULL, snake_rows, &jobs[t]) == 0;
+        if (t > 0 && !started[t]) snake_rows(&jobs[t]); /* no thread available: do its rows here */
+    }
+    snake_rows(&jobs[0]);
+    for (int64_t t = 1; t < num_threads; ++t)
+        if (started[t]) pthread_join(threads[t], NULL);
+    return 0;
+}
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _snake_kernel():
+    """The compiled Snake kernel (a ctypes function), or None where it cannot be built (see [`load_c_kernel`])."""
+    library = load_c_kernel("snake", _SNAKE_C_SOURCE, ("-pthread",))
+    if library is None:
+        return None
+    function = library.omni_snake
+    function.restype = ctypes.c_int
+    function.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
+    return function
+
+
+# Below this many values one thread does the whole tensor (starting threads would cost more).
+_SNAKE_VALUES_PER_THREAD = 1 << 16
+
+
+def _snake_with_kernel(
+    kernel, hidden_states: torch.Tensor, alpha: torch.Tensor, inverse_alpha: torch.Tensor
+) -> torch.Tensor:
+    """Snake of a contiguous CPU `[B, C, T]` float32/bfloat16 tensor with the C kernel; `alpha`, `inverse_alpha`:
+    `[1, C, 1]` float32. Returns a new tensor of the input's dtype."""
+    output = torch.empty_like(hidden_states)
+    alpha, inverse_alpha = alpha.contiguous(), inverse_alpha.contiguous()
+    batch_size, channels, length = hidden_states.shape
+    threads = min(torch.get_num_threads(), max(1, hidden_states.numel() // _SNAKE_VALUES_PER_THREAD))
+    kernel(
+        hidden_states.data_ptr(), output.data_ptr(), int(hidden_states.dtype == torch.bfloat16), batch_size * channels,
+        channels, length, alpha.data_ptr(), inverse_alpha.data_ptr(), threads,
+    )
+    return output
+
+
 class OmniSnake(nn.Module):
     """Snake activation `x + 1/alpha * sin²(alpha * x)` with a learnable frequency `alpha` per channel (BigVGAN).
 
@@ -131,22 +278,31 @@ class OmniSnake(nn.Module):
         return f"{self.channels}, log_scale_alpha={self.log_scale_alpha}, anti_alias={self.anti_alias}"
 
     def snake(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The plain Snake function, in float32."""
+        """The plain Snake function, computed in float32, returned in the dtype of `hidden_states`."""
         alpha = self.alpha.float()
         if self.log_scale_alpha:
             alpha = alpha.exp()
             inverse_alpha = 1.0 / alpha.clamp_min(self.eps)
         else:
             inverse_alpha = torch.sign(alpha) / alpha.abs().clamp_min(self.eps)
+        if (
+            not torch.is_grad_enabled()
+            and hidden_states.device.type == "cpu"
+            and hidden_states.dtype in (torch.float32, torch.bfloat16)
+            and hidden_states.is_contiguous()
+            and not torch.compiler.is_compiling()
+            and (kernel := _snake_kernel()) is not None
+        ):
+            return _snake_with_kernel(kernel, hidden_states, alpha, inverse_alpha)
         # Mixed-dtype ops promote a bf16/fp16 input to float32 as they read it (no separate upcast pass), and squaring
         # by a multiplication is several times cheaper than `pow(2)` on CPU.
         if torch.is_grad_enabled():
             sine = torch.sin(hidden_states * alpha)
-            return torch.addcmul(hidden_states, sine * sine, inverse_alpha)
+            return torch.addcmul(hidden_states, sine * sine, inverse_alpha).to(hidden_states.dtype)
         # Without autograd, everything in place in one float32 buffer: on long audio fresh buffers of this size cost
         # more (page faults, cache misses) than the arithmetic. Same operations and roundings as `addcmul`.
         sine = (hidden_states * alpha).sin_()
-        return sine.mul_(sine).mul_(inverse_alpha).add_(hidden_states)
+        return sine.mul_(sine).mul_(inverse_alpha).add_(hidden_states).to(hidden_states.dtype)
 
     def low_pass_filter(self, device: torch.device) -> torch.Tensor:
         """The anti-aliasing filter `[1, 1, filter_size]` in float32 on `device` (cutoff at the input Nyquist)."""
@@ -171,7 +327,7 @@ class OmniSnake(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         dtype = hidden_states.dtype
         if not self.anti_alias:
-            return self.snake(hidden_states).to(dtype)
+            return self.snake(hidden_states)
         ratio, size = self.upsample_ratio, self.filter_size
         channels, length = hidden_states.shape[1], hidden_states.shape[-1]
         taps = self.low_pass_filter(hidden_states.device).expand(channels, 1, size)
@@ -351,6 +507,7 @@ class OmniVocoder(nn.Module):
     **Streaming.** Every layer is convolutional, so an output frame depends on a fixed window of mel frames:
     [`context_frames`] computes it exactly from the layers (13 frames on each side for the default architecture).
     [`stream`] decodes overlapping chunks with that context and crops it, so the chunks concatenate to `forward(mel)`.
+    On CPU without autograd, `forward` itself decodes long mels that way (see `inference_chunk_frames`).
 
     Args:
         n_mels: mel bins of the input.
@@ -361,6 +518,11 @@ class OmniVocoder(nn.Module):
         resblock_dilation_sizes: dilations of each of those residual blocks.
         log_scale_alpha: Snake alphas stored as logarithms (see [`OmniSnake`]).
         anti_alias: alias-free Snake activations at 2× rate (BigVGAN); slower, and a wider receptive field.
+        inference_chunk_frames: without autograd on CPU, `forward` decodes mels of more than twice this many frames
+            in chunks of this many (as [`stream`] does, with the exact context): the same waveform up to float
+            rounding, and faster on long inputs, whose full-length activations (tens of MB per layer) miss the caches
+            and are re-faulted from the OS at every allocation (40 % less time at 40 s of audio, bfloat16). 0 always
+            decodes in one pass.
     """
 
     def __init__(
@@ -373,14 +535,18 @@ class OmniVocoder(nn.Module):
         resblock_dilation_sizes: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
         log_scale_alpha: bool = False,
         anti_alias: bool = False,
+        inference_chunk_frames: int = 256,
     ):
         super().__init__()
+        if inference_chunk_frames < 0:
+            raise ValueError(f"inference_chunk_frames must be >= 0 (0 = one pass), got {inference_chunk_frames}.")
         self._validate(
             n_mels, initial_channels, upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes,
             resblock_dilation_sizes,
         )
         self.n_mels = n_mels
         self.upsample_rates = tuple(upsample_rates)
+        self.inference_chunk_frames = inference_chunk_frames
         self.input_proj = nn.Conv1d(n_mels, initial_channels, 7, padding=3)
         channels = [initial_channels // 2**stage for stage in range(len(upsample_rates) + 1)]
         self.upsamplers = nn.ModuleList(
@@ -484,11 +650,20 @@ class OmniVocoder(nn.Module):
         unbatched = mel.dim() == 2
         mel = mel[None] if unbatched else mel
         self._check_mel(mel)
+        chunk_frames = self.inference_chunk_frames
+        chunked = chunk_frames and mel.shape[1] > 2 * chunk_frames and mel.device.type == "cpu"
+        if chunked and not torch.is_grad_enabled():
+            waveform = torch.cat(list(self.stream(mel, chunk_frames)), dim=-1)
+        else:
+            waveform = self._decode(mel)
+        return waveform[0] if unbatched else waveform
+
+    def _decode(self, mel: torch.Tensor) -> torch.Tensor:
+        """`[B, frames, n_mels]` -> `[B, frames * hop_length]` in one pass."""
         hidden_states = self.input_proj(mel.transpose(1, 2).to(self.input_proj.bias.dtype))
         for upsampler, mrf in zip(self.upsamplers, self.mrf_blocks):
             hidden_states = mrf(upsampler(hidden_states))
-        waveform = torch.tanh(self.output_conv(self.final_activation(hidden_states))).squeeze(1)
-        return waveform[0] if unbatched else waveform
+        return torch.tanh(self.output_conv(self.final_activation(hidden_states))).squeeze(1)
 
     def stream(
         self, mel: torch.Tensor, chunk_frames: int, context_frames: int | tuple[int, int] | None = None
@@ -523,7 +698,7 @@ class OmniVocoder(nn.Module):
         for start in range(0, num_frames, chunk_frames):
             end = min(start + chunk_frames, num_frames)
             window_start, window_end = max(0, start - left), min(num_frames, end + right)
-            waveform = self(mel[:, window_start:window_end])
+            waveform = self._decode(mel[:, window_start:window_end])
             offset = (start - window_start) * hop_length
             yield waveform[:, offset : offset + (end - start) * hop_length]
 
