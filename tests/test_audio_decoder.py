@@ -35,6 +35,7 @@ from omni_encoders.modeling_omni_audio_decoder import (
     _mas_kernel,
     _monotonic_alignment_search_kernel,
     _monotonic_alignment_search_torch,
+    _sequence_conv1d,
 )
 from omni_encoders.modeling_omni_common import OmniMelSpectrogram
 from omni_encoders.modeling_omni_vocoder import init_vocoder_weights
@@ -449,6 +450,31 @@ def test_lora_on_the_documented_projections():
     assert trained and all("lora_" in name for name in trained)
     assert {target.split(".")[-1] for target in targets} <= {name.split(".")[-4] for name in trained}
     assert all(dict(peft_model.named_parameters())[name].grad is not None for name in trained)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 5])
+def test_feed_forward_convolution_as_matmul_equals_the_convolution(kernel_size):
+    conv = torch.nn.Conv1d(6, 10, kernel_size, padding=kernel_size // 2)
+    x = torch.randn(2, 7, 6)
+    expected = conv(x.transpose(1, 2)).transpose(1, 2)
+    with torch.no_grad():  # the unfolded matrix product
+        torch.testing.assert_close(_sequence_conv1d(conv, x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_sequence_conv1d(conv, x), expected)  # with autograd: the convolution (or, k=1, linear)
+
+
+def test_lora_adapters_apply_at_inference_too():
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_model().eval()
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "speaker_ids": torch.tensor([1])}
+    with torch.no_grad():
+        base = model.generate(**batch).waveform
+        peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["ffn.conv1", "ffn.conv2"]))
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)  # fresh LoRA is a no-op (B = 0): make it change the output
+        adapted = peft_model.base_model.model.generate(**batch).waveform
+    assert max_abs_diff(adapted, base) > 1e-4  # the no-grad fast path must not bypass the adapters
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

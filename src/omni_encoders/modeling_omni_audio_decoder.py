@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import math
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,7 +24,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_omni_audio_decoder import OmniAudioDecoderConfig
-from .modeling_omni_common import OmniLatentAttention, OmniPreTrainedModel, OmniRotaryEmbedding
+from .modeling_omni_common import OmniLatentAttention, OmniPreTrainedModel, OmniRotaryEmbedding, load_c_kernel
 from .modeling_omni_vocoder import OmniVocoder, init_vocoder_weights, multi_resolution_stft_loss
 
 logger = logging.get_logger(__name__)
@@ -43,9 +38,9 @@ PADDED_TOKEN_LOGIT = -1e4
 # --------------------------------------------------------------------------------------------------------------------
 
 
-# The Viterbi DP of Monotonic Alignment Search in C, compiled on first use with the system C compiler and called
-# through ctypes (as transformers compiles custom kernels at run time for some models). Frame-major scratch keeps the
-# inner loop over tokens contiguous. Where no compiler is available the vectorised PyTorch version below is used.
+# The Viterbi DP of Monotonic Alignment Search in C, compiled on first use (`load_c_kernel`) and called through ctypes.
+# Frame-major scratch keeps the inner loop over tokens contiguous. Where no compiler is available the vectorised
+# PyTorch version below is used.
 _MAS_C_SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
@@ -97,35 +92,11 @@ int omni_monotonic_alignment_search(const float *scores, int64_t stride_b, int64
 
 @functools.lru_cache(maxsize=1)
 def _mas_kernel():
-    """The compiled C kernel (a ctypes function), or None when it cannot be built here. Built once per machine into
-    `$OMNI_ENCODERS_CACHE` (default `~/.cache/omni_encoders`) under a name derived from the source, atomically, so
-    concurrent processes can share it. Set `OMNI_ENCODERS_DISABLE_KERNELS=1` to always use the PyTorch version."""
-    if os.environ.get("OMNI_ENCODERS_DISABLE_KERNELS", "0") not in ("", "0"):
+    """The compiled C kernel (a ctypes function), or None where it cannot be built (see [`load_c_kernel`])."""
+    library = load_c_kernel("monotonic_alignment", _MAS_C_SOURCE)
+    if library is None:
         return None
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None:
-        logger.warning_once("No C compiler found: Monotonic Alignment Search uses its (slower) PyTorch version.")
-        return None
-    digest = hashlib.sha256(_MAS_C_SOURCE.encode()).hexdigest()[:16]
-    cache_dir = os.environ.get("OMNI_ENCODERS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "omni_encoders"))
-    library = os.path.join(cache_dir, "kernels", f"monotonic_alignment_{digest}.so")
-    try:
-        if not os.path.exists(library):
-            os.makedirs(os.path.dirname(library), exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=os.path.dirname(library)) as build_dir:
-                source = os.path.join(build_dir, "mas.c")
-                with open(source, "w") as handle:
-                    handle.write(_MAS_C_SOURCE)
-                built = os.path.join(build_dir, "mas.so")
-                subprocess.run(
-                    [compiler, "-O3", "-shared", "-fPIC", "-o", built, source],
-                    check=True, capture_output=True, timeout=120,
-                )
-                os.replace(built, library)
-        function = ctypes.CDLL(library).omni_monotonic_alignment_search
-    except (OSError, subprocess.SubprocessError) as error:
-        logger.warning_once(f"Could not build the Monotonic Alignment Search kernel ({error}); using PyTorch.")
-        return None
+    function = library.omni_monotonic_alignment_search
     function.restype = ctypes.c_int
     function.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3 + [
         ctypes.c_void_p
@@ -351,6 +322,29 @@ def _masked(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
     return hidden_states if mask is None else hidden_states * mask.unsqueeze(-1).to(hidden_states.dtype)
 
 
+def _sequence_conv1d(conv: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """A "same"-padded, stride-1 `nn.Conv1d` over channels-last `[B, L, C_in]` -> `[B, L, C_out]`.
+
+    Without autograd it runs as one matrix product of the kernel-wide windows with the weight viewed as
+    `[C_out, C_in * kernel]` (no copy of the weight): oneDNN's convolution re-lays-out its weight on every call, which
+    for the feed-forward's 1024 x 4096 x 9 kernel costs more than the product itself on short inputs (bfloat16, one
+    thread: 6x slower at 10 tokens, on par from 500). With autograd it stays a convolution, whose backward keeps the
+    input instead of the kernel-times-larger windows. Modules other than a plain `nn.Conv1d` (e.g. a PEFT LoRA
+    wrapper) are simply called.
+    """
+    kernel = conv.kernel_size[0] if isinstance(conv, nn.Conv1d) else 0
+    plain = kernel > 0 and conv.groups == 1 and conv.stride[0] == conv.dilation[0] == 1
+    plain = plain and conv.padding[0] == kernel // 2  # "same" padding
+    if plain and (kernel == 1 or not torch.is_grad_enabled()):
+        batch_size, length, _ = hidden_states.shape
+        if kernel > 1:
+            padded = F.pad(hidden_states.transpose(1, 2), (kernel // 2, kernel // 2))  # [B, C_in, L + kernel - 1]
+            windows = padded.unfold(2, kernel, 1).transpose(1, 2)  # [B, L, C_in, kernel]
+            hidden_states = windows.reshape(batch_size, length, -1)
+        return F.linear(hidden_states, conv.weight.view(conv.out_channels, -1), conv.bias)
+    return conv(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+
 class OmniAudioDecoderConvFeedForward(nn.Module):
     """FastSpeech 2 feed-forward layer: `conv(k) -> act -> dropout -> conv(1)` over the sequence, padding zeroed."""
 
@@ -364,9 +358,8 @@ class OmniAudioDecoderConvFeedForward(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """`hidden_states [B, L, D]`, `padding_mask [B, L]` (True = valid) -> `[B, L, D]`."""
-        hidden_states = self.conv1(_masked(hidden_states, padding_mask).transpose(1, 2))
-        hidden_states = self.conv2(self.dropout(self.act(hidden_states)))
-        return hidden_states.transpose(1, 2)
+        hidden_states = _sequence_conv1d(self.conv1, _masked(hidden_states, padding_mask))
+        return _sequence_conv1d(self.conv2, self.dropout(self.act(hidden_states)))
 
 
 class OmniAudioDecoderFFTBlock(GradientCheckpointingLayer):
@@ -680,6 +673,7 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
             config.vocoder_upsample_kernel_sizes,
             config.vocoder_resblock_kernel_sizes,
             config.vocoder_resblock_dilation_sizes,
+            inference_chunk_frames=config.vocoder_inference_chunk_frames,
         )
         self._vocoder_layers = frozenset(self.vocoder.modules())
         self.gradient_checkpointing = False
