@@ -5,9 +5,12 @@ import torch
 
 from helpers import max_abs_diff
 from omni_encoders.modeling_omni_common import (
+    OmniActivation,
     OmniAttention,
+    OmniGatedMLP,
     OmniLatentAttention,
     OmniLatentCache,
+    OmniMLP,
     OmniRotaryEmbedding,
     apply_rotary_pos_emb,
     grid_positions,
@@ -50,6 +53,14 @@ def test_rotary_tables_match_per_cell_formula():
         angles = torch.tensor(angles * 2)
         assert torch.allclose(cos[row], angles.cos(), atol=1e-6)
         assert torch.allclose(sin[row], angles.sin(), atol=1e-6)
+
+
+def test_rotary_rotation_is_the_rotate_half_formula():
+    x, cos, sin = torch.randn(2, 3, 5, 8), torch.randn(5, 8), torch.randn(5, 8)
+    rotated_half = torch.cat([-x[..., 4:], x[..., :4]], dim=-1)
+    torch.testing.assert_close(apply_rotary_pos_emb(x, cos, sin), x * cos + rotated_half * sin)
+    batched_cos, batched_sin = cos.expand(2, 5, 8), sin.expand(2, 5, 8)  # per-batch tables `[B, seq, dim]`
+    torch.testing.assert_close(apply_rotary_pos_emb(x, batched_cos, batched_sin), x * cos + rotated_half * sin)
 
 
 @pytest.mark.parametrize("num_axes", [1, 2, 3])
@@ -169,3 +180,37 @@ def test_mel_spectrogram_frames_and_padding_invariance():
     assert torch.allclose(batched[1, : 5120 // 256], mel(short), atol=1e-5)
     with pytest.raises(ValueError, match="shorter than one frame"):
         mel(torch.zeros(100))
+
+
+@pytest.mark.parametrize("name", sorted(OmniActivation.IN_PLACE))
+def test_in_place_activations_equal_transformers_activations(name):
+    from transformers.activations import ACT2FN
+
+    activation, x = OmniActivation(name), torch.randn(4, 9)
+    expected = ACT2FN[name](x)
+    torch.testing.assert_close(activation(x.clone()), expected)  # out of place with autograd
+    with torch.no_grad():
+        buffer = x.clone()
+        output = activation(buffer)
+    assert output.data_ptr() == buffer.data_ptr()  # no new buffer at inference
+    torch.testing.assert_close(output, expected)
+
+
+@pytest.mark.parametrize("mlp_class", [OmniMLP, OmniGatedMLP])
+def test_feed_forward_runs_in_token_chunks_at_inference_with_the_same_result(mlp_class):
+    torch.manual_seed(0)
+    mlp = mlp_class(8, 32)
+    x = torch.randn(2, 11, 8)
+    expected = mlp(x)  # with autograd: one piece
+    calls = []
+    feed_forward = mlp.feed_forward
+    mlp.feed_forward = lambda chunk: calls.append(chunk.shape[:-1].numel()) or feed_forward(chunk)
+    mlp.inference_chunk_tokens = 5
+    with torch.no_grad():
+        output = mlp(x)
+    assert calls == [5, 5, 5, 5, 2]  # the 22 tokens of both items in chunks of 5
+    torch.testing.assert_close(output, expected)
+    mlp.inference_chunk_tokens = 0
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), expected)
+    assert calls[-1] == 2 * 11

@@ -46,7 +46,13 @@ from omni_encoders.conversion import convert_reference_checkpoint, convert_visio
 from omni_encoders.conversion import reference as reference_cli
 from omni_encoders.conversion import vision_tower as vision_tower_cli
 from omni_encoders.conversion.mapping import key_group
-from omni_encoders.modeling_omni_common import grid_positions, rotate_half
+from omni_encoders.modeling_omni_common import grid_positions
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """The reference rotary layout: `(x1, x2) -> (-x2, x1)` over the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
 
 
 TOWER = {key: value for key, value in TINY_SIGLIP.items() if key != "model_type"}

@@ -123,6 +123,26 @@ def test_dual_stream_queries_attend_to_both_streams():
     assert max_abs_diff(a1, a2) > 1e-4
 
 
+def test_inference_is_memory_lean_and_gives_the_training_path_outputs():
+    from omni_encoders.modeling_omni_common import OmniActivation
+
+    torch.manual_seed(0)
+    model = OmniVisionModel(tiny_vision_config()).eval()
+    # The backbone's feed-forward activations run in place without autograd (SigLIP's gelu_pytorch_tanh) ...
+    assert all(isinstance(layer.mlp.activation_fn, OmniActivation) for layer in model.backbone.encoder.layers)
+    # ... and, with in-place activations, token-chunked feed-forward layers and per-stream queries, inference gives
+    # the outputs of the (one-piece, out-of-place) autograd path.
+    for module in model.modules():
+        if hasattr(module, "inference_chunk_tokens"):
+            module.inference_chunk_tokens = 7
+    x = torch.randn(2, 3, 28, 28)
+    expected = model(x)
+    with torch.no_grad():
+        output = model(x)
+    torch.testing.assert_close(output.last_hidden_state, expected.last_hidden_state)
+    torch.testing.assert_close(output.patch_embeddings, expected.patch_embeddings)
+
+
 @pytest.mark.parametrize("implementation", ["sdpa", "flex_attention"])
 def test_attention_implementations_agree_with_eager(implementation):
     torch.manual_seed(0)

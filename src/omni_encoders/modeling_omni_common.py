@@ -118,18 +118,19 @@ class OmniRotaryEmbedding(nn.Module):
         return f"head_dim={self.head_dim}, axis_dims={self.axis_dims}, theta={self.theta}"
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """Rotate half of the last dimension: `(x1, x2) -> (-x2, x1)`."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rotary_pos_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `x [batch, heads, seq, dim]` by tables `cos/sin` of shape `[seq, dim]` or `[batch, seq, dim]`."""
+    """Rotate `x [batch, heads, seq, dim]` by tables `cos/sin` of shape `[seq, dim]` or `[batch, seq, dim]`:
+    `x * cos + rotate_half(x) * sin`, with `rotate_half((x1, x2)) = (-x2, x1)`."""
     if cos.dim() == 3:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.addcmul(x * cos, rotate_half(x), sin)  # one pass and one buffer fewer than `x*cos + r*sin`
+    half = x.shape[-1] // 2
+    rotated = x * cos
+    # The `rotate_half(x) * sin` term added half by half in place: no rotated copy of `x` and no third buffer, which
+    # lowers the peak memory of every attention layer (the projections are its largest tensors).
+    rotated[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
+    rotated[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return rotated
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -434,20 +435,78 @@ class OmniLatentAttention(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OmniMLP(nn.Module):
+class OmniActivation(nn.Module):
+    """`ACT2FN[name]` that overwrites its input when autograd is off, for activations with an in-place kernel (see
+    `IN_PLACE`; others are not wrapped, see [`activation`]). For an activation whose input is a temporary nobody else
+    reads, such as the first projection inside a feed-forward layer: one `[tokens, intermediate_size]` buffer less at
+    inference. With autograd it is the usual out-of-place function."""
+
+    IN_PLACE = {
+        "gelu": functools.partial(torch.ops.aten.gelu_, approximate="none"),
+        "gelu_pytorch_tanh": functools.partial(torch.ops.aten.gelu_, approximate="tanh"),
+        "silu": functools.partial(nn.functional.silu, inplace=True),
+        "relu": torch.relu_,
+    }
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.act = ACT2FN[name]
+
+    def extra_repr(self) -> str:
+        return f"{self.name!r}, in place without autograd"
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return self.act(hidden_states)
+        return self.IN_PLACE[self.name](hidden_states)
+
+
+def activation(name: str) -> nn.Module:
+    """The activation `name` of transformers' `ACT2FN`, in place at inference where it can be ([`OmniActivation`])."""
+    return OmniActivation(name) if name in OmniActivation.IN_PLACE else ACT2FN[name]
+
+
+class OmniFeedForward(nn.Module):
+    """Base of the feed-forward layers: `[..., D] -> [..., D]`, token-wise.
+
+    Without autograd, inputs of more than `inference_chunk_tokens` tokens run in chunks of that many tokens (as
+    transformers' `apply_chunking_to_forward`), so the `[tokens, intermediate_size]` buffers stay bounded: they would
+    otherwise be the peak memory of a whole video forward pass. Chunks of thousands of tokens keep the matrix products
+    as efficient. With autograd the activations are kept for the backward anyway, and the layer runs in one piece.
+    Set `inference_chunk_tokens = 0` to always run in one piece.
+    """
+
+    inference_chunk_tokens = 2048
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        chunk_tokens = self.inference_chunk_tokens
+        if not chunk_tokens or torch.is_grad_enabled() or hidden_states.shape[:-1].numel() <= chunk_tokens:
+            return self.feed_forward(hidden_states)
+        tokens = hidden_states.reshape(-1, hidden_states.shape[-1])
+        output = tokens.new_empty(tokens.shape)
+        for chunk, output_chunk in zip(tokens.split(chunk_tokens), output.split(chunk_tokens)):
+            output_chunk.copy_(self.feed_forward(chunk))
+        return output.view(hidden_states.shape)
+
+    def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class OmniMLP(OmniFeedForward):
     """`fc2(act(fc1(x)))`, the transformer feed-forward layer (`D -> intermediate_size -> D`)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str = "gelu_pytorch_tanh", bias=True):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.act = ACT2FN[hidden_act]
+        self.act = activation(hidden_act)
         self.fc2 = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(hidden_states)))
 
 
-class OmniGatedMLP(nn.Module):
+class OmniGatedMLP(OmniFeedForward):
     """Gated feed-forward layer, SwiGLU by default: `down_proj(act(gate_proj(x)) * up_proj(x))`."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str = "silu", bias: bool = False):
@@ -455,14 +514,13 @@ class OmniGatedMLP(nn.Module):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
-        self.act = ACT2FN[hidden_act]
+        self.act = activation(hidden_act)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gate = self.act(self.gate_proj(hidden_states))
-        up = self.up_proj(hidden_states)
-        # Without autograd, multiply in place: one `[tokens, intermediate_size]` buffer less at the peak.
-        gate = gate * up if torch.is_grad_enabled() else gate.mul_(up)
-        return self.down_proj(gate)
+        if torch.is_grad_enabled():
+            return self.down_proj(gate * self.up_proj(hidden_states))
+        return self.down_proj(gate.mul_(self.up_proj(hidden_states)))  # one `[tokens, intermediate]` buffer less
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -101,9 +101,9 @@ class OmniVideoTemporalMoE(nn.Module):
     """Temporal mixture-of-experts feed-forward layer: each token goes through its top-k of `num_experts` SwiGLU
     experts (weighted by the router's probabilities) plus, optionally, a shared SwiGLU expert.
 
-    Dispatch sorts the `tokens * top_k` assignments by expert once, runs each expert on its contiguous slice, weights
-    the results and sums them back onto their tokens with one `index_add_`: no loop over tokens, no per-(expert, slot)
-    masks and no `[tokens, top_k, D]` intermediate.
+    Dispatch sorts the `tokens * top_k` assignments by expert once, then gathers each expert's tokens, runs the expert
+    on them and sums its weighted outputs back onto the tokens with `index_add_`: no loop over tokens, no
+    per-(expert, slot) masks and no `[tokens, top_k, D]` intermediate.
     """
 
     def __init__(self, config: OmniVideoConfig):
@@ -153,11 +153,14 @@ class OmniVideoTemporalMoE(nn.Module):
         assignments = expert_indices.flatten()
         order = assignments.argsort(stable=True)  # assignments grouped by expert
         counts = torch.bincount(assignments, minlength=self.num_experts).tolist()
-        token_index = order // top_k
-        grouped_inputs = hidden_states[token_index].split(counts)
-        grouped_outputs = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, grouped_inputs)])
-        grouped_outputs = grouped_outputs * expert_weights.flatten()[order].unsqueeze(-1).to(grouped_outputs.dtype)
-        return grouped_outputs.new_zeros(hidden_states.shape).index_add_(0, token_index, grouped_outputs)
+        token_index = (order // top_k).split(counts)
+        weights = expert_weights.flatten()[order].unsqueeze(-1).to(hidden_states.dtype).split(counts)
+        # One expert at a time, gathered, weighted and summed onto its tokens: only one expert's `[tokens, D]` slices
+        # are alive at once (the peak memory of the video model at inference).
+        output = hidden_states.new_zeros(hidden_states.shape)
+        for expert, index, weight in zip(self.experts, token_index, weights):
+            output.index_add_(0, index, expert(hidden_states[index]) * weight)
+        return output
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
@@ -172,7 +175,8 @@ class OmniVideoTemporalMoE(nn.Module):
         tokens = hidden_states.reshape(-1, hidden_states.shape[-1])
         output = self.experts_forward(tokens, expert_indices.flatten(0, -2), expert_weights.flatten(0, -2))
         if self.shared_expert is not None:
-            output = output + self.shared_expert(tokens)
+            shared_output = self.shared_expert(tokens)
+            output = output + shared_output if torch.is_grad_enabled() else output.add_(shared_output)
         return output.view(hidden_states.shape), router_logits
 
 

@@ -15,6 +15,7 @@ from .configuration_omni_vision import OmniVisionConfig
 from .modeling_omni_common import (
     OmniAttention,
     OmniClassifierOutput,
+    OmniActivation,
     OmniMLP,
     OmniPreTrainedModel,
     OmniRotaryEmbedding,
@@ -66,8 +67,8 @@ class OmniDualStreamBranch(nn.Module):
 class OmniDualStreamBlock(GradientCheckpointingLayer):
     """SD3/Flux-style dual-stream block.
 
-    Two streams with separate weights; the queries of both attend over the concatenated keys/values of both (one
-    joint attention call over `2 * N` tokens), then each stream runs its own feed-forward layer.
+    Two streams with separate weights; the queries of both attend over the concatenated keys/values of both (joint
+    attention over `2 * N` tokens), then each stream runs its own feed-forward layer.
     """
 
     def __init__(self, config: OmniVisionConfig):
@@ -98,20 +99,22 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         query_b, key_b, value_b = attn_b.project(
             self.stream_b.input_layernorm(hidden_states_b), position_embeddings=position_embeddings
         )
-        # Free each stream's part once it is in the joint tensor, and the joint tensors after attention: in inference
-        # they would otherwise stay alive through the feed-forward layers (the peak memory of the block).
-        query = torch.cat([query_a, query_b], dim=2)
-        del query_a, query_b
+        # Only the keys and values are joint. Each stream's queries attend over them in a call of their own, which is
+        # the joint attention (its query rows are independent) without the joint query and output tensors; each
+        # stream's parts are freed as soon as they are used, so that inference keeps the block's peak memory low.
         key = torch.cat([key_a, key_b], dim=2)
         del key_a, key_b
         value = torch.cat([value_a, value_b], dim=2)
         del value_a, value_b
-        joint_output, attn_weights = dispatch_attention(attn_a, query, key, value, **kwargs)
-        del query, key, value
-        output_a, output_b = joint_output.split(num_patches, dim=1)
+        output_a, weights_a = dispatch_attention(attn_a, query_a, key, value, **kwargs)
+        del query_a
         hidden_states_a = hidden_states_a + attn_a.o_proj(output_a)
+        del output_a
+        output_b, weights_b = dispatch_attention(attn_b, query_b, key, value, **kwargs)
+        del query_b, key, value
         hidden_states_b = hidden_states_b + attn_b.o_proj(output_b)
-        del joint_output, output_a, output_b
+        del output_b
+        attn_weights = None if weights_a is None else torch.cat([weights_a, weights_b], dim=2)
         hidden_states_a = hidden_states_a + self.stream_a.mlp(self.stream_a.post_attention_layernorm(hidden_states_a))
         hidden_states_b = hidden_states_b + self.stream_b.mlp(self.stream_b.post_attention_layernorm(hidden_states_b))
         return hidden_states_a, hidden_states_b, attn_weights
@@ -144,6 +147,7 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
     def __init__(self, config: OmniVisionConfig, add_token_compressor: bool = True):
         super().__init__(config)
         self.backbone = AutoModel.from_config(config.backbone_config)
+        self._activations_in_place_at_inference(self.backbone, config.backbone_config.hidden_act)
         head_dim = config.hidden_size // config.num_attention_heads
         self.rotary_emb = OmniRotaryEmbedding(head_dim, num_axes=2, theta=config.rope_theta)
         self.layers = nn.ModuleList([OmniDualStreamBlock(config) for _ in range(config.num_hidden_layers)])
@@ -164,6 +168,18 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         )
         self.gradient_checkpointing = False
         self.post_init()
+
+    @staticmethod
+    def _activations_in_place_at_inference(backbone: nn.Module, hidden_act: str) -> None:
+        """Swap the activation of the backbone's feed-forward layers (`fc1 -> activation_fn -> fc2` in SigLIP, SigLIP2
+        and CLIP) for [`OmniActivation`]: the same function, applied in place without autograd. Their
+        `[tokens, intermediate_size]` buffers are the peak memory of the model at inference; this drops one of the
+        two. Activations without an in-place kernel (e.g. CLIP's quick GELU) are left as they are."""
+        if hidden_act not in OmniActivation.IN_PLACE:
+            return
+        for module in backbone.modules():
+            if all(hasattr(module, name) for name in ("fc1", "activation_fn", "fc2")):
+                module.activation_fn = OmniActivation(hidden_act)
 
     @classmethod
     def from_backbone_pretrained(cls, backbone_name_or_path: str, **kwargs) -> OmniVisionModel:
