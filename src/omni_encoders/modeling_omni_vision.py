@@ -91,7 +91,6 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         Returns:
             `(stream a [B, N, D], stream b [B, N, D], joint attention weights [B, H, 2N, 2N] or None)`.
         """
-        num_patches = hidden_states_a.shape[1]
         attn_a, attn_b = self.stream_a.self_attn, self.stream_b.self_attn
         query_a, key_a, value_a = attn_a.project(
             self.stream_a.input_layernorm(hidden_states_a), position_embeddings=position_embeddings
