@@ -93,15 +93,17 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> to
 
 # Inference-time Snake in one pass over memory, compiled on first use (`load_c_kernel`). In PyTorch it takes five
 # element-wise passes through a float32 buffer plus casts; on long audio those passes are memory-bound and cost as much
-# as the vocoder's convolutions (bfloat16, 20 s of audio: 17x faster per activation, 40% less vocoder time).
+# as the vocoder's convolutions (bfloat16, 20 s of audio: about 30x faster per activation, 40% less vocoder time).
 _SNAKE_C_SOURCE = r"""#include <pthread.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 
 /* Snake, x + sin^2(alpha x) / alpha, over rows of `length` contiguous values (row r has alpha[r % channels]),
    in float32 arithmetic whatever the storage (float32 or bfloat16). sin^2 has period pi, so u = alpha x is reduced
-   to r = u - k pi/2 (k the nearest integer, in double: r stays exact for large |u|), and sin^2(u) is sin^2(r) for
-   even k and cos^2(r) for odd k, with |r| <= pi/4 where short minimax polynomials are exact to float precision. */
+   to r = u - k pi/2 (k the nearest integer), and sin^2(u) is sin^2(r) for even k and cos^2(r) for odd k, with
+   |r| <= pi/4 where short minimax polynomials are exact to float precision. Branch-free inner loops, compiled for
+   AVX-512 and AVX2 next to the baseline (picked at load time), so that they vectorise. */
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -109,20 +111,48 @@ _SNAKE_C_SOURCE = r"""#include <pthread.h>
 #define VECTOR_CLONES
 #endif
 
-static inline float sin_squared(float u) {
-    const double round_shift = 6755399441055744.0; /* 1.5 * 2^52: adding it rounds a double to an integer */
-    double shifted = (double)u * 0.63661977236758134308 + round_shift;
-    double k = shifted - round_shift;
-    uint64_t bits;
-    memcpy(&bits, &shifted, sizeof bits); /* the low mantissa bit is the parity of k */
-    float r = (float)((double)u - k * 1.57079632679489661923);
+static inline float select_float(uint32_t take_first, float first, float second) { /* branch-free: vectorises */
+    uint32_t a, b, mask = 0u - take_first;
+    memcpy(&a, &first, sizeof a);
+    memcpy(&b, &second, sizeof b);
+    uint32_t bits = (a & mask) | (b & ~mask);
+    float result;
+    memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
+static inline float square_of_sin_or_cos(float r, uint32_t odd) { /* sin^2(r) (even) or cos^2(r) (odd), |r| <= pi/4 */
     float r2 = r * r;
     float s = r + r * r2 * (-1.6666654611e-1f + r2 * (8.3321608736e-3f + r2 * -1.9515295891e-4f));
     float c = 1.0f - 0.5f * r2
               + r2 * r2 * (4.166664568298827e-2f + r2 * (-1.388731625493765e-3f + r2 * 2.443315711809948e-5f));
-    float v = (bits & 1) ? c : s;
-    float v2 = v * v;
-    return v2 > 1.0f ? 1.0f : v2; /* |u| beyond 2^51 (no meaningful phase left in float32); NaN stays NaN */
+    float v = select_float(odd, c, s);
+    return v * v;
+}
+
+/* |u| < 65536: k in float, and r = u - k pi/2 with pi/2 split in three floats, each step one fused
+   multiply-add (exact product), so r keeps float precision. */
+static inline float sin_squared_small(float u) {
+    const float round_shift = 12582912.0f; /* 1.5 * 2^23: adding it rounds a float to an integer */
+    float shifted = u * 0.636619772367581343f + round_shift;
+    float k = shifted - round_shift;
+    uint32_t bits;
+    memcpy(&bits, &shifted, sizeof bits); /* the low mantissa bit is the parity of k */
+    float r = fmaf(-k, 1.57079637050628662109375f, u);
+    r = fmaf(-k, -4.371138828673793e-8f, r);
+    r = fmaf(-k, -1.7763568394002505e-15f, r);
+    return square_of_sin_or_cos(r, bits & 1);
+}
+
+/* Any u: k and r in double (exact for |u| up to 2^51, past which float32 has no phase left). */
+static inline float sin_squared_any(float u) {
+    const double round_shift = 6755399441055744.0; /* 1.5 * 2^52 */
+    double shifted = (double)u * 0.63661977236758134308 + round_shift;
+    double k = shifted - round_shift;
+    uint64_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    float v2 = square_of_sin_or_cos((float)((double)u - k * 1.57079632679489661923), bits & 1);
+    return v2 > 1.0f ? 1.0f : v2; /* |u| beyond 2^51, where float32 has no phase left; NaN stays NaN */
 }
 
 static inline float bf16_to_float(uint16_t value) {
@@ -136,48 +166,81 @@ static inline uint16_t float_to_bf16(float value) { /* round to nearest even, Na
     uint32_t bits;
     memcpy(&bits, &value, sizeof bits);
     uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-    return (bits & 0x7FFFFFFFu) > 0x7F800000u ? (uint16_t)((bits >> 16) | 0x40u) : (uint16_t)rounded;
+    uint32_t quiet_nan = (bits >> 16) | 0x40u, is_nan = (bits & 0x7FFFFFFFu) > 0x7F800000u, mask = 0u - is_nan;
+    return (uint16_t)((quiet_nan & mask) | (rounded & ~mask));
 }
 
-VECTOR_CLONES static void snake_f32(const float *x, float *out, int64_t n, float alpha, float inverse_alpha) {
-    for (int64_t i = 0; i < n; ++i) out[i] = x[i] + sin_squared(x[i] * alpha) * inverse_alpha;
-}
-
-VECTOR_CLONES static void snake_bf16(const uint16_t *x, uint16_t *out, int64_t n, float alpha, float inverse_alpha) {
-    for (int64_t i = 0; i < n; ++i) {
-        float value = bf16_to_float(x[i]);
-        out[i] = float_to_bf16(value + sin_squared(value * alpha) * inverse_alpha);
+/* One row of n values. ALPHA(i) is the alpha of value i: the row's channel (rows of one channel, [B, C, T]) or
+   channel i (channels-last rows of one time step, [B, T, C]). The row is computed with the float reduction, finding
+   its largest |alpha x| on the way (as integers: the bit patterns of non-negative floats order like their values,
+   and NaN is above inf). When that is small, every argument was, which is the usual case; otherwise (large values,
+   inf or NaN) the row is computed again with the double reduction. */
+#define SMALL_ARGUMENT_BITS 0x47800000u /* 65536.0f */
+#define DEFINE_SNAKE_ROW(NAME, TYPE, LOAD, STORE, ALPHA)                                                              \
+    VECTOR_CLONES static void NAME(const TYPE *restrict x, TYPE *restrict out, int64_t n,                            \
+                                   const float *restrict alpha, const float *restrict inverse_alpha) {               \
+        uint32_t largest = 0;                                                                                         \
+        for (int64_t i = 0; i < n; ++i) {                                                                             \
+            float value = LOAD(x[i]), u = value * alpha[ALPHA];                                                       \
+            uint32_t bits;                                                                                            \
+            memcpy(&bits, &u, sizeof bits);                                                                           \
+            bits &= 0x7FFFFFFFu;                                                                                      \
+            largest = bits > largest ? bits : largest;                                                                \
+            out[i] = STORE(value + sin_squared_small(u) * inverse_alpha[ALPHA]);                                      \
+        }                                                                                                             \
+        if (largest < SMALL_ARGUMENT_BITS) return;                                                                    \
+        for (int64_t i = 0; i < n; ++i) {                                                                             \
+            float value = LOAD(x[i]);                                                                                 \
+            out[i] = STORE(value + sin_squared_any(value * alpha[ALPHA]) * inverse_alpha[ALPHA]);                     \
+        }                                                                                                             \
     }
-}
+
+#define AS_IS(value) (value)
+DEFINE_SNAKE_ROW(snake_f32_channel, float, AS_IS, AS_IS, 0)
+DEFINE_SNAKE_ROW(snake_f32_channels_last, float, AS_IS, AS_IS, i)
+DEFINE_SNAKE_ROW(snake_bf16_channel, uint16_t, bf16_to_float, float_to_bf16, 0)
+DEFINE_SNAKE_ROW(snake_bf16_channels_last, uint16_t, bf16_to_float, float_to_bf16, i)
 
 typedef struct {
     const char *x;
     char *out;
     const float *alpha, *inverse_alpha;
-    int64_t first_row, end_row, channels, length, is_bf16;
+    int64_t first_row, end_row, total, channels, length, is_bf16, channels_last;
 } snake_job;
 
 static void *snake_rows(void *argument) {
     const snake_job *job = (const snake_job *)argument;
-    int64_t row_bytes = job->length * (job->is_bf16 ? 2 : 4);
+    int64_t value_bytes = job->is_bf16 ? 2 : 4;
     for (int64_t row = job->first_row; row < job->end_row; ++row) {
+        int64_t first = row * job->length, n = job->total - first < job->length ? job->total - first : job->length;
+        const char *x = job->x + first * value_bytes;
+        char *out = job->out + first * value_bytes;
+        if (job->channels_last) {
+            if (job->is_bf16)
+                snake_bf16_channels_last((const uint16_t *)x, (uint16_t *)out, n, job->alpha, job->inverse_alpha);
+            else
+                snake_f32_channels_last((const float *)x, (float *)out, n, job->alpha, job->inverse_alpha);
+            continue;
+        }
         int64_t channel = row % job->channels;
-        const char *x = job->x + row * row_bytes;
-        char *out = job->out + row * row_bytes;
-        float alpha = job->alpha[channel], inverse_alpha = job->inverse_alpha[channel];
+        const float *alpha = job->alpha + channel, *inverse_alpha = job->inverse_alpha + channel;
         if (job->is_bf16)
-            snake_bf16((const uint16_t *)x, (uint16_t *)out, job->length, alpha, inverse_alpha);
+            snake_bf16_channel((const uint16_t *)x, (uint16_t *)out, n, alpha, inverse_alpha);
         else
-            snake_f32((const float *)x, (float *)out, job->length, alpha, inverse_alpha);
+            snake_f32_channel((const float *)x, (float *)out, n, alpha, inverse_alpha);
     }
     return NULL;
 }
 
 #define MAX_THREADS 256
 
-/* x, out: [rows, length] contiguous (out may be x); alpha, inverse_alpha: [channels] float32. Returns 0. */
-int omni_snake(const void *x, void *out, int64_t is_bf16, int64_t rows, int64_t channels, int64_t length,
-               const float *alpha, const float *inverse_alpha, int64_t num_threads) {
+/* x, out: `total` contiguous values, not overlapping, in rows of `length` (the last one may be shorter). Without
+   channels_last, row r is a time series of channel r % channels and alpha, inverse_alpha hold `channels` float32
+   values; with channels_last, a row holds whole time steps of all channels and alpha, inverse_alpha hold the alphas
+   of a row (the `channels` values repeated, `length` in all). Returns 0. */
+int omni_snake(const void *x, void *out, int64_t is_bf16, int64_t channels_last, int64_t total, int64_t channels,
+               int64_t length, const float *alpha, const float *inverse_alpha, int64_t num_threads) {
+    int64_t rows = (total + length - 1) / length;
     if (num_threads > rows) num_threads = rows;
     if (num_threads > MAX_THREADS) num_threads = MAX_THREADS;
     if (num_threads < 1) num_threads = 1;
@@ -186,7 +249,7 @@ int omni_snake(const void *x, void *out, int64_t is_bf16, int64_t rows, int64_t 
     int started[MAX_THREADS];
     for (int64_t t = 0; t < num_threads; ++t) {
         jobs[t] = (snake_job){(const char *)x, (char *)out, alpha, inverse_alpha, rows * t / num_threads,
-                              rows * (t + 1) / num_threads, channels, length, is_bf16};
+                              rows * (t + 1) / num_threads, total, channels, length, is_bf16, channels_last};
         started[t] = t > 0 && pthread_create(&threads[t], NULL, snake_rows, &jobs[t]) == 0;
         if (t > 0 && !started[t]) snake_rows(&jobs[t]); /* no thread available: do its rows here */
     }
@@ -206,7 +269,7 @@ def _snake_kernel():
         return None
     function = library.omni_snake
     function.restype = ctypes.c_int
-    function.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
+    function.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_int64]
     return function
 
 
@@ -214,18 +277,29 @@ def _snake_kernel():
 _SNAKE_VALUES_PER_THREAD = 1 << 16
 
 
+# Channels-last rows of the kernel hold whole time steps, about this many values (short rows cost overhead).
+_SNAKE_CHANNELS_LAST_ROW = 4096
+
+
 def _snake_with_kernel(
     kernel, hidden_states: torch.Tensor, alpha: torch.Tensor, inverse_alpha: torch.Tensor
 ) -> torch.Tensor:
-    """Snake of a contiguous CPU `[B, C, T]` float32/bfloat16 tensor with the C kernel; `alpha`, `inverse_alpha`:
-    `[1, C, 1]` float32. Returns a new tensor of the input's dtype."""
+    """Snake of a CPU float32/bfloat16 tensor with the C kernel: contiguous `[B, C, T]`, or channels-last
+    `[B, C, 1, T]` (see [`OmniVocoder`]); `alpha`, `inverse_alpha`: `C` float32 values. Returns a new tensor of the
+    input's dtype and layout."""
     output = torch.empty_like(hidden_states)
-    alpha, inverse_alpha = alpha.contiguous(), inverse_alpha.contiguous()
-    batch_size, channels, length = hidden_states.shape
-    threads = min(torch.get_num_threads(), max(1, hidden_states.numel() // _SNAKE_VALUES_PER_THREAD))
+    channels, total = hidden_states.shape[1], hidden_states.numel()
+    channels_last = hidden_states.dim() == 4
+    if channels_last:
+        steps_per_row = max(1, _SNAKE_CHANNELS_LAST_ROW // channels)
+        alpha, inverse_alpha = alpha.flatten().repeat(steps_per_row), inverse_alpha.flatten().repeat(steps_per_row)
+        length = channels * steps_per_row
+    else:
+        alpha, inverse_alpha, length = alpha.contiguous(), inverse_alpha.contiguous(), hidden_states.shape[-1]
+    threads = min(torch.get_num_threads(), max(1, total // _SNAKE_VALUES_PER_THREAD))
     kernel(
-        hidden_states.data_ptr(), output.data_ptr(), int(hidden_states.dtype == torch.bfloat16), batch_size * channels,
-        channels, length, alpha.data_ptr(), inverse_alpha.data_ptr(), threads,
+        hidden_states.data_ptr(), output.data_ptr(), int(hidden_states.dtype == torch.bfloat16), int(channels_last),
+        total, channels, length, alpha.data_ptr(), inverse_alpha.data_ptr(), threads,
     )
     return output
 
@@ -278,18 +352,22 @@ class OmniSnake(nn.Module):
         return f"{self.channels}, log_scale_alpha={self.log_scale_alpha}, anti_alias={self.anti_alias}"
 
     def snake(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """The plain Snake function, computed in float32, returned in the dtype of `hidden_states`."""
+        """The plain Snake function of `[B, C, T]` (or channels-last `[B, C, 1, T]`, see [`OmniVocoder`]), computed in
+        float32, returned in the dtype of `hidden_states`."""
         alpha = self.alpha.float()
+        if hidden_states.dim() == 4:
+            alpha = alpha.unsqueeze(-1)
         if self.log_scale_alpha:
             alpha = alpha.exp()
             inverse_alpha = 1.0 / alpha.clamp_min(self.eps)
         else:
             inverse_alpha = torch.sign(alpha) / alpha.abs().clamp_min(self.eps)
+        layout = torch.channels_last if hidden_states.dim() == 4 else torch.contiguous_format
         if (
             not torch.is_grad_enabled()
             and hidden_states.device.type == "cpu"
             and hidden_states.dtype in (torch.float32, torch.bfloat16)
-            and hidden_states.is_contiguous()
+            and hidden_states.is_contiguous(memory_format=layout)
             and not torch.compiler.is_compiling()
             and (kernel := _snake_kernel()) is not None
         ):
@@ -357,6 +435,21 @@ class OmniSnake(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _convolve(conv: nn.Conv1d | nn.ConvTranspose1d, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`conv` on `[B, C, T]`, or on channels-last `[B, C, 1, T]` as the same operation in 2D with a `1 x kernel`
+    kernel (see [`OmniVocoder`]: oneDNN runs that layout without re-laying-out the activations)."""
+    if hidden_states.dim() == 3:
+        return conv(hidden_states)
+    weight = conv.weight.unsqueeze(2)
+    stride, padding, dilation = (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0])
+    if isinstance(conv, nn.ConvTranspose1d):
+        output_padding = (0, conv.output_padding[0])
+        return nn.functional.conv_transpose2d(
+            hidden_states, weight, conv.bias, stride, padding, output_padding, conv.groups, dilation
+        )
+    return nn.functional.conv2d(hidden_states, weight, conv.bias, stride, padding, dilation, conv.groups)
+
+
 class OmniAMPBlock(nn.Module):
     """Multi-periodicity residual block (BigVGAN's AMPBlock1: HiFi-GAN's ResBlock1 with Snake activations, alias-free
     with `anti_alias=True`).
@@ -397,7 +490,7 @@ class OmniAMPBlock(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         for index, (conv1, conv2) in enumerate(zip(self.convs1, self.convs2)):
             residual = self.activations[2 * index](hidden_states)
-            residual = conv2(self.activations[2 * index + 1](conv1(residual)))
+            residual = _convolve(conv2, self.activations[2 * index + 1](_convolve(conv1, residual)))
             hidden_states = hidden_states + residual
         return hidden_states
 
@@ -508,6 +601,12 @@ class OmniVocoder(nn.Module):
     [`context_frames`] computes it exactly from the layers (13 frames on each side for the default architecture).
     [`stream`] decodes overlapping chunks with that context and crops it, so the chunks concatenate to `forward(mel)`.
     On CPU without autograd, `forward` itself decodes long mels that way (see `inference_chunk_frames`).
+
+    **CPU inference layout.** Without autograd on CPU, the activations are kept channels-last, as `[B, C, 1, T]`
+    tensors in `torch.channels_last` memory (i.e. `[B, T, C]`), and every convolution runs as its 2D form with a
+    `1 x kernel` kernel: oneDNN computes in that layout, and would otherwise re-lay-out every convolution's input and
+    output (1.4-2x faster convolutions in bfloat16). The outputs are those of the usual `[B, C, T]` path up to float
+    rounding.
 
     Args:
         n_mels: mel bins of the input.
@@ -660,10 +759,31 @@ class OmniVocoder(nn.Module):
 
     def _decode(self, mel: torch.Tensor) -> torch.Tensor:
         """`[B, frames, n_mels]` -> `[B, frames * hop_length]` in one pass."""
-        hidden_states = self.input_proj(mel.transpose(1, 2).to(self.input_proj.bias.dtype))
+        dtype = self.input_proj.bias.dtype
+        if self._runs_channels_last(mel):
+            # [B, frames, n_mels] is already the memory of a channels-last [B, n_mels, 1, frames]: no copy.
+            hidden_states = mel.to(dtype).contiguous().unsqueeze(1).permute(0, 3, 1, 2)
+        else:
+            hidden_states = mel.transpose(1, 2).to(dtype)
+        hidden_states = _convolve(self.input_proj, hidden_states)
         for upsampler, mrf in zip(self.upsamplers, self.mrf_blocks):
-            hidden_states = mrf(upsampler(hidden_states))
-        return torch.tanh(self.output_conv(self.final_activation(hidden_states))).squeeze(1)
+            hidden_states = mrf(_convolve(upsampler, hidden_states))
+        waveform = torch.tanh(_convolve(self.output_conv, self.final_activation(hidden_states)))
+        return waveform.reshape(waveform.shape[0], -1)
+
+    def _runs_channels_last(self, mel: torch.Tensor) -> bool:
+        """Whether this decode runs channels-last (see the class docstring): CPU inference with plain convolutions
+        (not, e.g., LoRA-wrapped ones) and without anti-aliasing."""
+        if torch.is_grad_enabled() or mel.device.type != "cpu" or self.final_activation.anti_alias:
+            return False
+        convolutions = [self.input_proj, self.output_conv, *self.upsamplers]
+        for mrf in self.mrf_blocks:
+            for resblock in mrf.resblocks:
+                convolutions += [*resblock.convs1, *resblock.convs2]
+        return all(
+            isinstance(conv, (nn.Conv1d, nn.ConvTranspose1d)) and conv.padding_mode == "zeros"
+            for conv in convolutions
+        )
 
     def stream(
         self, mel: torch.Tensor, chunk_frames: int, context_frames: int | tuple[int, int] | None = None
