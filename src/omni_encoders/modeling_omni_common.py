@@ -3,8 +3,9 @@
 
 One place for: axis-factorised rotary position tables (1D audio, 2D images, 3D video), the dispatch to transformers'
 attention interface (`eager`, `sdpa`, `flash_attention_*`, `flex_attention`), a general self/cross attention layer,
-rotary multi-head latent attention (RMLA) with its latent K/V cache, the feed-forward layers, the learned-query token
-compressor (TiTok-style), a batched torch log-mel spectrogram, the output classes of the task heads and the Hub
+rotary multi-head latent attention (RMLA) with its latent K/V cache, the feed-forward layers (token-chunked, with
+in-place activations, at inference), the learned-query token compressor (TiTok-style), a batched torch log-mel
+spectrogram, the loader of the small C kernels compiled on first use, the output classes of the task heads and the Hub
 behaviour every model shares ([`OmniHubMixin`]: complete `auto_map` on save, the model type's card on push) with the
 base class of every model type ([`OmniPreTrainedModel`]).
 """
