@@ -29,7 +29,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, Trainer, TrainingArguments, set_seed
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, Trainer, TrainingArguments
 
 from omni_encoders import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioForAudioClassification
 from omni_encoders.data import build_spoken_digits
@@ -37,10 +37,9 @@ from omni_encoders.training import AudioCollator, audio_lengths, classification_
 from recipe_utils import (
     AudioModelArguments,
     SpeechDataArguments,
-    parse_args,
     run_training,
     select_first,
-    setup_logging,
+    start_recipe,
 )
 
 
@@ -129,13 +128,9 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
     """Run the recipe with command-line `args` (default: `sys.argv`) and extra `TrainerCallback`s; returns the
     held-out metrics, the training loss and the log history."""
     started_at = time.perf_counter()
-    model_args, data_args, training_args = parse_args(
-        (AudioModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args
+    model_args, data_args, training_args = start_recipe(
+        (AudioModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args, keep_raw_columns=True
     )
-    # Trainer keeps only the columns the model's forward takes; the collator needs the raw audio and label.
-    training_args.remove_unused_columns = False
-    setup_logging(training_args)
-    set_seed(training_args.seed)  # before the model is built: the same seed gives the same initial weights
     trainer = make_trainer(model_args, data_args, training_args, callbacks=callbacks)
     return run_training(
         trainer, recipe="audio_classification", held_out_split=data_args.eval_split, args=args, started_at=started_at

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 
@@ -60,6 +60,24 @@ def setup_logging(training_args: TrainingArguments) -> None:
         f"process {training_args.process_index} of {training_args.world_size}, device {training_args.device}, "
         f"bf16 {training_args.bf16}, torch threads {torch.get_num_threads()}"
     )
+
+
+def start_recipe(
+    dataclass_types: Sequence[type], defaults: dict, args: Sequence[str] | None, keep_raw_columns: bool
+) -> tuple:
+    """The start of every recipe: parse `args` into the dataclasses (see [`parse_args`]), log (see
+    [`setup_logging`]) and seed, before the model is built, so that the same seed gives the same initial weights.
+
+    With `keep_raw_columns`, `remove_unused_columns` is turned off: Trainer would otherwise keep only the columns the
+    model's forward takes, and the recipe's collator needs the raw inputs (images, audio, text, labels).
+    """
+    parsed = parse_args(dataclass_types, defaults, args)
+    training_args = parsed[-1]
+    if keep_raw_columns:
+        training_args.remove_unused_columns = False
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    return parsed
 
 
 def checkpoint_to_resume(training_args: TrainingArguments) -> str | bool | None:

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 
 from safetensors.torch import load_file
-from transformers import AutoFeatureExtractor, AutoModel, TrainingArguments, set_seed
+from transformers import AutoFeatureExtractor, AutoModel, TrainingArguments
 
 from omni_encoders import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioModel
 from omni_encoders.data import build_spoken_digit_strings, make_verification_trials
@@ -53,10 +53,9 @@ from omni_encoders.training import (
 from recipe_utils import (
     AudioModelArguments,
     SpeechDataArguments,
-    parse_args,
     run_training,
     select_first,
-    setup_logging,
+    start_recipe,
 )
 
 
@@ -181,13 +180,12 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
     """Run the recipe with command-line `args` (default: `sys.argv`) and extra `TrainerCallback`s; returns the
     held-out metrics, the training loss and the log history."""
     started_at = time.perf_counter()
-    model_args, data_args, speaker_args, training_args = parse_args(
-        (AudioModelArguments, DataArguments, SpeakerArguments, TrainingArguments), TRAINING_DEFAULTS, args
+    model_args, data_args, speaker_args, training_args = start_recipe(
+        (AudioModelArguments, DataArguments, SpeakerArguments, TrainingArguments),
+        TRAINING_DEFAULTS,
+        args,
+        keep_raw_columns=True,
     )
-    # Trainer keeps only the columns the model's forward takes; the collator needs the raw audio and speaker id.
-    training_args.remove_unused_columns = False
-    setup_logging(training_args)
-    set_seed(training_args.seed)  # before the model is built: the same seed gives the same initial weights
     trainer = make_trainer(model_args, data_args, speaker_args, training_args, callbacks=callbacks)
     return run_training(
         trainer, recipe="speaker_embedding", held_out_split="test_seen_voices", args=args, started_at=started_at

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 
 from datasets import concatenate_datasets
-from transformers import AutoModelForCTC, AutoProcessor, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForCTC, AutoProcessor, Trainer, TrainingArguments
 
 from omni_encoders import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioForCTC, OmniAudioProcessor
 from omni_encoders.data import DIGIT_WORDS, build_spoken_digit_strings, build_spoken_digits
@@ -43,10 +43,9 @@ from omni_encoders.training import CTCCollator, audio_lengths, ctc_argmax, ctc_m
 from recipe_utils import (
     AudioModelArguments,
     SpeechDataArguments,
-    parse_args,
     run_training,
     select_first,
-    setup_logging,
+    start_recipe,
 )
 
 
@@ -181,13 +180,9 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
     """Run the recipe with command-line `args` (default: `sys.argv`) and extra `TrainerCallback`s; returns the
     held-out metrics, the training loss and the log history."""
     started_at = time.perf_counter()
-    model_args, data_args, training_args = parse_args(
-        (AudioModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args
+    model_args, data_args, training_args = start_recipe(
+        (AudioModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args, keep_raw_columns=True
     )
-    # Trainer keeps only the columns the model's forward takes; the collator needs the raw audio and transcript.
-    training_args.remove_unused_columns = False
-    setup_logging(training_args)
-    set_seed(training_args.seed)  # before the model is built: the same seed gives the same initial weights
     trainer = make_trainer(model_args, data_args, training_args, callbacks=callbacks)
     return run_training(
         trainer,

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from recipe_utils import parse_args, run_training, setup_logging
-from transformers import AutoModelForTextToWaveform, AutoProcessor, Trainer, TrainingArguments, set_seed
+from recipe_utils import run_training, start_recipe
+from transformers import AutoModelForTextToWaveform, AutoProcessor, Trainer, TrainingArguments
 
 from omni_encoders import (
     OmniAudioDecoderCollator,
@@ -309,13 +309,9 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
     """Run the recipe with command-line `args` (default: `sys.argv`) and extra `TrainerCallback`s; returns the
     held-out metrics (`eval_*`, and `init_*` before training), the training loss and the log history."""
     started_at = time.perf_counter()
-    model_args, data_args, training_args = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args
+    model_args, data_args, training_args = start_recipe(
+        (ModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args, keep_raw_columns=True
     )
-    # The collator needs the raw text and audio columns, which the model's forward does not take.
-    training_args.remove_unused_columns = False
-    setup_logging(training_args)
-    set_seed(training_args.seed)  # before the model is built: the same seed gives the same initial weights
     trainer = make_trainer(model_args, data_args, training_args, callbacks=callbacks)
 
     model = trainer.accelerator.unwrap_model(trainer.model)

@@ -38,12 +38,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForVideoClassification, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForVideoClassification, Trainer, TrainingArguments
 
 from omni_encoders import OmniVideoConfig, OmniVideoForVideoClassification, OmniVideoVideoProcessor
 from omni_encoders.data import build_moving_digit_videos
 from omni_encoders.training import VideoClassificationTransform, classification_metrics
-from recipe_utils import parse_args, run_training, setup_logging
+from recipe_utils import run_training, start_recipe
 
 
 logger = logging.getLogger(__name__)
@@ -249,11 +249,9 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
     """Run the recipe with command-line `args` (default: `sys.argv`) and extra `TrainerCallback`s; returns the
     held-out metrics, the training loss and the log history."""
     started_at = time.perf_counter()
-    model_args, data_args, training_args = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args
+    model_args, data_args, training_args = start_recipe(
+        (ModelArguments, DataArguments, TrainingArguments), TRAINING_DEFAULTS, args, keep_raw_columns=False
     )
-    setup_logging(training_args)
-    set_seed(training_args.seed)  # before the model is built: the same seed gives the same initial weights
     trainer = make_trainer(model_args, data_args, training_args, callbacks=callbacks)
     return run_training(
         trainer, recipe="video_classification", held_out_split="test", args=args, started_at=started_at

@@ -456,8 +456,9 @@ def test_video_recipe_shuffle_frames_trains_on_the_frame_order_control_set(cache
     for shuffled in (False, True):
         args = [*TINY_RECIPES["video_classification"].args, "--output_dir", "unused", "--dataset_cache_dir",
                 str(cache_dir), "--shuffle_frames", str(shuffled).lower()]  # fmt: skip
-        model_args, data_args, training_args = module.parse_args(
-            (module.ModelArguments, module.DataArguments, module.TrainingArguments), module.TRAINING_DEFAULTS, args
+        model_args, data_args, training_args = module.start_recipe(
+            (module.ModelArguments, module.DataArguments, module.TrainingArguments), module.TRAINING_DEFAULTS, args,
+            keep_raw_columns=False,
         )
         trainer = module.make_trainer(model_args, data_args, training_args)
         datasets[shuffled] = trainer.eval_dataset[:]
@@ -653,12 +654,10 @@ def test_two_processes_with_accelerate_launch_match_one_process(tmp_path, cache_
 
 def _initial_weights(module, args: list[str]) -> dict[str, torch.Tensor]:
     """The weights a recipe run with `args` starts from (the recipe seeds before it builds the model)."""
-    from transformers import set_seed
-
-    model_args, _, training_args = module.parse_args(
-        (module.ModelArguments, module.DataArguments, module.TrainingArguments), module.TRAINING_DEFAULTS, args
+    model_args, _, _ = module.start_recipe(
+        (module.ModelArguments, module.DataArguments, module.TrainingArguments), module.TRAINING_DEFAULTS, args,
+        keep_raw_columns=True,
     )
-    set_seed(training_args.seed)
     return module.build_model(model_args, labels=[str(digit) for digit in range(10)]).state_dict()
 
 
