@@ -99,11 +99,12 @@ _SNAKE_C_SOURCE = r"""#include <pthread.h>
 #include <math.h>
 #include <string.h>
 
-/* Snake, x + sin^2(alpha x) / alpha, over rows of `length` contiguous values (row r has alpha[r % channels]),
-   in float32 arithmetic whatever the storage (float32 or bfloat16). sin^2 has period pi, so u = alpha x is reduced
-   to r = u - k pi/2 (k the nearest integer), and sin^2(u) is sin^2(r) for even k and cos^2(r) for odd k, with
-   |r| <= pi/4 where short minimax polynomials are exact to float precision. Branch-free inner loops, compiled for
-   AVX-512 and AVX2 next to the baseline (picked at load time), so that they vectorise. */
+/* Snake, x + sin^2(alpha x) / alpha, over rows of contiguous values: time series of one channel ([B, C, T]) or
+   whole time steps of all channels (channels-last), in float32 arithmetic whatever the storage (float32 or
+   bfloat16). sin^2 has period pi, so u = alpha x is reduced to r = u - k pi/2 (k the nearest integer), and sin^2(u)
+   is sin^2(r) for even k and cos^2(r) for odd k, with |r| <= pi/4 where short minimax polynomials are exact to float
+   precision. Branch-free inner loops, compiled for AVX-512 and AVX2 next to the baseline (picked at load time), so
+   that they vectorise. */
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -264,7 +265,7 @@ int omni_snake(const void *x, void *out, int64_t is_bf16, int64_t channels_last,
 @functools.lru_cache(maxsize=1)
 def _snake_kernel():
     """The compiled Snake kernel (a ctypes function), or None where it cannot be built (see [`load_c_kernel`])."""
-    library = load_c_kernel("snake", _SNAKE_C_SOURCE, ("-pthread",))
+    library = load_c_kernel("snake", _SNAKE_C_SOURCE, ("-pthread", "-lm"))
     if library is None:
         return None
     function = library.omni_snake
