@@ -290,9 +290,13 @@ def test_long_inputs_are_decoded_in_chunks_at_inference(monkeypatch):
         assert decoded == [21, 29, 27, 19]  # 4 chunks of <= 8 frames, each with up to 13 frames of context a side
         vocoder.inference_chunk_frames = 0
         assert relative_error(chunked, vocoder(mel)) < 1e-5 and decoded[-1] == 30
+        vocoder.inference_chunk_frames = 8
+        vocoder(mel[:, :8])  # not longer than a chunk: one pass
+        vocoder(mel[:, :9])  # two equal chunks (5 + 4 frames), each window the whole mel here
+        assert decoded[-3:] == [8, 9, 9]
     vocoder.inference_chunk_frames = 8
     vocoder(mel)  # with autograd: one pass (the activations are kept for the backward anyway)
-    assert decoded[-1] == 30 and len(decoded) == 6
+    assert decoded[-1] == 30 and len(decoded) == 9
     with pytest.raises(ValueError, match="inference_chunk_frames must be >= 0"):
         OmniVocoder(**TINY_VOCODER, inference_chunk_frames=-1)
 

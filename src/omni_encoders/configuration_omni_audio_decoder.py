@@ -121,9 +121,9 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
             Mel frames of the random segment the vocoder is trained on when target `waveforms` are given
             (32 frames = 8192 samples).
         vocoder_inference_chunk_frames (`int`, *optional*, defaults to 256):
-            Without autograd on CPU, the vocoder decodes mels of more than twice this many frames in chunks of this
-            many, with the exact context (the same waveform up to float rounding; faster on long inputs). 0 decodes
-            in one pass.
+            Without autograd on CPU, the vocoder decodes mels of more than this many frames in equal chunks of at
+            most this many, with the exact context (the same waveform up to float rounding; peak memory bounded by
+            the chunk, and faster on long inputs). 0 decodes in one pass.
         mel_loss_weight, duration_loss_weight, pitch_loss_weight, energy_loss_weight, alignment_loss_weight,
         vocoder_loss_weight (`float`, *optional*, default to 1.0):
             Weights of the parts of the training loss.

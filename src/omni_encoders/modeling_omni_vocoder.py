@@ -489,10 +489,13 @@ class OmniAMPBlock(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        in_place = not torch.is_grad_enabled()
         for index, (conv1, conv2) in enumerate(zip(self.convs1, self.convs2)):
-            residual = self.activations[2 * index](hidden_states)
-            residual = _convolve(conv2, self.activations[2 * index + 1](_convolve(conv1, residual)))
-            hidden_states = hidden_states + residual
+            # One expression, so that each intermediate is freed as soon as the next exists (peak memory).
+            first_activation, second_activation = self.activations[2 * index], self.activations[2 * index + 1]
+            residual = _convolve(conv2, second_activation(_convolve(conv1, first_activation(hidden_states))))
+            # Without autograd the sum goes into the fresh residual: no third tensor of this size.
+            hidden_states = residual.add_(hidden_states) if in_place else hidden_states + residual
         return hidden_states
 
     def input_span(self, first: int, last: int) -> tuple[int, int]:
@@ -528,10 +531,11 @@ class OmniMultiReceptiveFieldFusion(GradientCheckpointingLayer):
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        in_place = not torch.is_grad_enabled()  # every resblock returns a fresh tensor: accumulate into the first
         output = self.resblocks[0](hidden_states)
         for resblock in self.resblocks[1:]:
-            output = output + resblock(hidden_states)
-        return output / len(self.resblocks)
+            output = output.add_(resblock(hidden_states)) if in_place else output + resblock(hidden_states)
+        return output.div_(len(self.resblocks)) if in_place else output / len(self.resblocks)
 
     def input_span(self, first: int, last: int) -> tuple[int, int]:
         """Input samples that output samples `first..last` depend on."""
@@ -618,11 +622,11 @@ class OmniVocoder(nn.Module):
         resblock_dilation_sizes: dilations of each of those residual blocks.
         log_scale_alpha: Snake alphas stored as logarithms (see [`OmniSnake`]).
         anti_alias: alias-free Snake activations at 2× rate (BigVGAN); slower, and a wider receptive field.
-        inference_chunk_frames: without autograd on CPU, `forward` decodes mels of more than twice this many frames
-            in chunks of this many (as [`stream`] does, with the exact context): the same waveform up to float
-            rounding, and faster on long inputs, whose full-length activations (tens of MB per layer) miss the caches
-            and are re-faulted from the OS at every allocation (40 % less time at 40 s of audio, bfloat16). 0 always
-            decodes in one pass.
+        inference_chunk_frames: without autograd on CPU, `forward` decodes mels of more than this many frames in
+            equal chunks of at most this many (as [`stream`] does, with the exact context): the same waveform up to
+            float rounding, with peak memory bounded by the chunk instead of growing with the audio, and faster on
+            long inputs, whose full-length activations (tens of MB per layer) miss the caches and are re-faulted from
+            the OS at every allocation (40 % less time at 40 s of audio, bfloat16). 0 always decodes in one pass.
     """
 
     def __init__(
@@ -750,10 +754,10 @@ class OmniVocoder(nn.Module):
         unbatched = mel.dim() == 2
         mel = mel[None] if unbatched else mel
         self._check_mel(mel)
-        chunk_frames = self.inference_chunk_frames
-        chunked = chunk_frames and mel.shape[1] > 2 * chunk_frames and mel.device.type == "cpu"
-        if chunked and not torch.is_grad_enabled():
-            waveform = torch.cat(list(self.stream(mel, chunk_frames)), dim=-1)
+        num_frames, chunk_frames = mel.shape[1], self.inference_chunk_frames
+        if chunk_frames and num_frames > chunk_frames and mel.device.type == "cpu" and not torch.is_grad_enabled():
+            num_chunks = -(-num_frames // chunk_frames)  # equal chunks: none is left with little but context
+            waveform = torch.cat(list(self.stream(mel, -(-num_frames // num_chunks))), dim=-1)
         else:
             waveform = self._decode(mel)
         return waveform[0] if unbatched else waveform
@@ -768,7 +772,8 @@ class OmniVocoder(nn.Module):
             hidden_states = mel.transpose(1, 2).to(dtype)
         hidden_states = _convolve(self.input_proj, hidden_states)
         for upsampler, mrf in zip(self.upsamplers, self.mrf_blocks):
-            hidden_states = mrf(_convolve(upsampler, hidden_states))
+            hidden_states = _convolve(upsampler, hidden_states)  # frees the stage's input before the fusion runs
+            hidden_states = mrf(hidden_states)
         waveform = torch.tanh(_convolve(self.output_conv, self.final_activation(hidden_states)))
         return waveform.reshape(waveform.shape[0], -1)
 
