@@ -4,6 +4,7 @@
     python benchmarks/bench_audio.py                        # full size (1024 wide, 6 blocks), 10 s of audio, bf16
     python benchmarks/bench_audio.py --seconds 30
     python benchmarks/bench_audio.py --size small --scaling # + audio 1 s -> 2 min (see the README for 10 min)
+    python benchmarks/bench_audio.py --samples-per-frame 320   # our tokenizer at wav2vec2's frame rate
 
 Two peers, both with our width, depth, heads, FFN width and depthwise kernel, rotary positions and `--attn`:
 
@@ -11,6 +12,10 @@ Two peers, both with our width, depth, heads, FFN width and depthwise kernel, ro
   50 frames/s). For the same audio it runs its Conformer on 5x fewer frames than ours (250 frames/s).
 - `Wav2Vec2ConformerModel (64x)`: its feature encoder configured like our tokenizer (channels 32..512, hidden;
   kernels 7,5,5,3,3,3; six stride-2 convs = 64x, 250 frames/s): the same token count as ours.
+
+`--samples-per-frame 320` configures our tokenizer at wav2vec2's native frame rate instead (strides 5,4,2,2,2,2,
+kernels 10,8,3,3,3,3; the spec's default is 64x): the same audio then gives ours and the native peer the same frame
+count, and the matched-tokenizer peer is left out (it would be the native frame rate again).
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ from omni_encoders import OmniAudioConfig, OmniAudioModel
 SAMPLING_RATE = 16000
 
 
+# The tokenizer layouts of `--samples-per-frame`: (kernel sizes, strides), six convolutions each.
+TOKENIZERS = {64: ((7, 5, 5, 3, 3, 3), (2, 2, 2, 2, 2, 2)), 320: ((10, 8, 3, 3, 3, 3), (5, 4, 2, 2, 2, 2))}
+
+
 def our_config(args: argparse.Namespace) -> OmniAudioConfig:
+    kernel_sizes, strides = TOKENIZERS[args.samples_per_frame]
+    tokenizer = {"tokenizer_kernel_sizes": kernel_sizes, "tokenizer_strides": strides}
     if args.size == "full":
-        return OmniAudioConfig(attn_implementation=args.attn)
+        return OmniAudioConfig(attn_implementation=args.attn, **tokenizer)
     return OmniAudioConfig(
         hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, kv_lora_rank=64,
-        qk_rope_head_dim=32, intermediate_size=1024, attn_implementation=args.attn,
+        qk_rope_head_dim=32, intermediate_size=1024, attn_implementation=args.attn, **tokenizer,
     )
 
 
@@ -47,10 +58,10 @@ def peer_configs(config: OmniAudioConfig) -> dict[str, Wav2Vec2ConformerConfig]:
         "conv_dim": list(config.tokenizer_channels), "conv_kernel": list(config.tokenizer_kernel_sizes),
         "conv_stride": list(config.tokenizer_strides),
     }
-    return {
-        "native": Wav2Vec2ConformerConfig(**common),
-        "64x": Wav2Vec2ConformerConfig(**common, **matched_encoder),
-    }
+    peers = {"native": Wav2Vec2ConformerConfig(**common)}
+    if config.inputs_to_logits_ratio != peers["native"].inputs_to_logits_ratio:
+        peers[f"{config.inputs_to_logits_ratio}x"] = Wav2Vec2ConformerConfig(**common, **matched_encoder)
+    return peers
 
 
 def build(args: argparse.Namespace):
@@ -72,13 +83,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     setup(args)
     config, ours, peers = build(args)
     durations = sizes(args, args.seconds, [1, 10, 30, 60, 120])
-    print(f"# Audio: OmniAudioModel vs Wav2Vec2ConformerModel ({args.size} size) — {describe(args)}")
+    print(
+        f"# Audio: OmniAudioModel ({config.inputs_to_logits_ratio}x tokenizer) vs Wav2Vec2ConformerModel "
+        f"({args.size} size) — {describe(args)}"
+    )
     rows = []
     for seconds in durations:
         samples = int(seconds * SAMPLING_RATE)
         waveforms = torch.randn(args.batch_size, samples, dtype=DTYPES[args.dtype], device=args.device)
         audio_seconds = args.batch_size * seconds
-        cases = [Case("OmniAudioModel", lambda: ours(waveforms), audio_seconds, f"{samples // 64} frames")]
+        frames = samples // config.inputs_to_logits_ratio
+        cases = [Case("OmniAudioModel", lambda: ours(waveforms), audio_seconds, f"{frames} frames")]
         for name, peer in peers.items():
             cases.append(Case(
                 f"Wav2Vec2ConformerModel ({name})", lambda peer=peer: peer(waveforms), audio_seconds,
@@ -92,6 +107,10 @@ def run(args: argparse.Namespace) -> list[dict]:
 def main(argv=None):
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length of the main comparison")
+    parser.add_argument(
+        "--samples-per-frame", type=int, choices=sorted(TOKENIZERS), default=64,
+        help="our tokenizer's downsampling: 64 (the spec's, 250 frames/s) or 320 (wav2vec2's, 50 frames/s)",
+    )
     parser.set_defaults(repeat=3)
     return run(parser.parse_args(argv))
 
