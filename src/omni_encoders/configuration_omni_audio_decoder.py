@@ -120,7 +120,7 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
         vocoder_segment_frames (`int`, *optional*, defaults to 32):
             Mel frames of the random segment the vocoder is trained on when target `waveforms` are given
             (32 frames = 8192 samples).
-        vocoder_inference_chunk_frames (`int`, *optional*, defaults to 256):
+        vocoder_inference_chunk_frames (`int`, *optional*, defaults to 512):
             Without autograd on CPU, the vocoder decodes mels of more than this many frames in equal chunks of at
             most this many, with the exact context (the same waveform up to float rounding; peak memory bounded by
             the chunk, and faster on long inputs). 0 decodes in one pass.
@@ -193,7 +193,7 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
     vocoder_resblock_kernel_sizes: list[int] | tuple[int, ...] = (3, 7, 11)
     vocoder_resblock_dilation_sizes: list | tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
     vocoder_segment_frames: int = 32
-    vocoder_inference_chunk_frames: int = 256
+    vocoder_inference_chunk_frames: int = 512
     mel_loss_weight: float = 1.0
     duration_loss_weight: float = 1.0
     pitch_loss_weight: float = 1.0
