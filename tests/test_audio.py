@@ -211,6 +211,23 @@ def test_padding_invariance(model_class, mode):
     assert max_abs_diff(_item(name, batched[name], 2, lengths[2]), _item(name, unmasked[name], 2, lengths[2])) > 1e-3
 
 
+def test_tokenizer_at_wav2vec2_frame_rate_is_padding_invariant():
+    """A 320x tokenizer (wav2vec2's 50 frames/s, as `bench_audio.py --samples-per-frame 320` builds it) maps S samples
+    to S // 320 frames, and a padded batch still gives each clip its features alone."""
+    torch.manual_seed(0)
+    config = tiny_audio_config(tokenizer_kernel_sizes=[10, 8, 3, 3, 3, 3], tokenizer_strides=[5, 4, 2, 2, 2, 2])
+    assert config.inputs_to_logits_ratio == 320
+    model = OmniAudioModel(config).eval()
+    lengths = [6400, 3333, 1000]
+    x, mask, clips = padded_batch(lengths)
+    with torch.no_grad():
+        batched = model(x, attention_mask=mask).last_hidden_state
+        for index, (clip, length) in enumerate(zip(clips, lengths)):
+            alone = model(clip[None]).last_hidden_state
+            assert alone.shape[1] == length // 320
+            assert max_abs_diff(batched[index, : length // 320], alone[0]) < 1e-5, index
+
+
 def test_speaker_encoder_embeds_a_reference_alone():
     model = OmniAudioModel(tiny_audio_config()).eval()
     features = torch.randn(2, 25, 80)
