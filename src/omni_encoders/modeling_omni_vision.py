@@ -13,9 +13,9 @@ from transformers.utils import ModelOutput
 
 from .configuration_omni_vision import OmniVisionConfig
 from .modeling_omni_common import (
+    OmniActivation,
     OmniAttention,
     OmniClassifierOutput,
-    OmniActivation,
     OmniMLP,
     OmniPreTrainedModel,
     OmniRotaryEmbedding,
