@@ -323,12 +323,17 @@ def test_speed_scales_the_durations():
 
 def test_padded_batch_equals_each_item_alone(model):
     texts = ("a much longer sentence than the other", "short")
-    batch = model.predict_mel(**text_batch(texts=texts))
+    batch = model.generate(**text_batch(texts=texts))
+    streamed = torch.cat(list(model.generate_stream(**text_batch(texts=texts), chunk_frames=5)), dim=1)
     for index, text in enumerate(texts):
-        alone = model.predict_mel(**text_batch(texts=(text,)))
-        frames = int(alone.mel_lengths[0])
-        assert int(batch.mel_lengths[index]) == frames
+        alone = model.generate(**text_batch(texts=(text,)))
+        frames, samples = int(alone.mel_lengths[0]), int(alone.waveform_lengths[0])
+        assert int(batch.mel_lengths[index]) == frames and int(batch.waveform_lengths[index]) == samples
         assert max_abs_diff(batch.mel[index, :frames], alone.mel[0]) < 1e-5
+        scale = alone.waveform.abs().max()
+        assert max_abs_diff(batch.waveform[index, :samples], alone.waveform[0]) < 1e-5 * scale
+        assert max_abs_diff(streamed[index, :samples], alone.waveform[0]) < 1e-5 * scale
+        assert not batch.waveform[index, samples:].any() and not streamed[index, samples:].any()
 
 
 def _training_batch(config, batch_size=2, frames=(40, 28), tokens=(9, 6)):

@@ -249,6 +249,29 @@ def test_batch_items_are_independent():
         assert relative_error(vocoder(mel[1:2])[0], vocoder(mel)[1]) < 1e-5
 
 
+@pytest.mark.parametrize("grad", [True, False])  # the training layout, and the channels-last inference one
+def test_padded_items_decode_as_alone_with_mel_lengths(grad):
+    vocoder = tiny_vocoder(inference_chunk_frames=16)  # the 40-frame mel goes through the chunked decode
+    lengths = torch.tensor([40, 3, 17])
+    mel = torch.randn(3, 40, N_MELS)
+    mel[1:] = torch.where(torch.arange(40)[:, None] < lengths[1:, None, None], mel[1:], math.log(1e-5))  # silence
+    with torch.set_grad_enabled(grad):
+        batch = vocoder(mel, lengths)
+        alone = [vocoder(mel[index : index + 1, :length])[0] for index, length in enumerate(lengths.tolist())]
+        padded_without_lengths = vocoder(mel)[1, : 3 * 256]
+        streamed = torch.cat(list(vocoder.stream(mel, 7, mel_lengths=lengths)), dim=-1)
+    for index, length in enumerate(lengths.tolist()):
+        assert relative_error(batch[index, : length * 256], alone[index]) < 1e-5
+        assert relative_error(streamed[index, : length * 256], alone[index]) < 1e-5
+        assert not batch[index, length * 256 :].any() and not streamed[index, length * 256 :].any()
+    # Without the lengths the padding's activations leak into the short item's samples.
+    assert relative_error(padded_without_lengths, alone[1]) > 1e-2
+    with pytest.raises(ValueError, match=r"mel_lengths must lie in \[0, frames=40\]"):
+        vocoder(mel, torch.tensor([41, 1, 1]))
+    with pytest.raises(ValueError, match="integer tensor of shape"):
+        vocoder(mel, torch.tensor([3.0, 1.0, 1.0]))
+
+
 def test_default_layout_follows_the_reference_checkpoint():
     with torch.device("meta"):
         vocoder = OmniVocoder()
@@ -284,7 +307,9 @@ def test_long_inputs_are_decoded_in_chunks_at_inference(monkeypatch):
     vocoder = tiny_vocoder(inference_chunk_frames=8)
     mel = torch.randn(2, 30, N_MELS)
     decoded, decode = [], vocoder._decode
-    monkeypatch.setattr(vocoder, "_decode", lambda chunk: decoded.append(chunk.shape[1]) or decode(chunk))
+    monkeypatch.setattr(
+        vocoder, "_decode", lambda chunk, lengths=None: decoded.append(chunk.shape[1]) or decode(chunk, lengths)
+    )
     with torch.no_grad():
         chunked = vocoder(mel)
         assert decoded == [21, 29, 27, 19]  # 4 chunks of <= 8 frames, each with up to 13 frames of context a side

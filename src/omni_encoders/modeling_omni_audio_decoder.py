@@ -838,12 +838,9 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         return torch.where(valid, mel_before, silence), torch.where(valid, mel_after, silence), all_hidden, all_attn
 
     def vocode(self, mel: torch.Tensor, mel_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-mel `[B, T, n_mels]` -> waveform `[B, T * hop_length]`, zero after each item's `mel_lengths`."""
-        waveform = self.vocoder(mel)
-        if mel_lengths is not None:
-            samples = torch.arange(waveform.shape[1], device=waveform.device)
-            waveform = waveform * (samples < (mel_lengths * self.config.hop_length)[:, None]).to(waveform.dtype)
-        return waveform
+        """Log-mel `[B, T, n_mels]` -> waveform `[B, T * hop_length]`: each item as decoded alone, zero after its
+        `mel_lengths` (see [`OmniVocoder.forward`])."""
+        return self.vocoder(mel, mel_lengths)
 
     # ---------------------------------------------------------------------------------------------------- targets
 
@@ -887,11 +884,11 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         valid_frames = frame_index < mel_lengths[:, None]
         frame_index = frame_index.clamp(max=labels.shape[1] - 1)
         mel = labels.gather(1, frame_index.unsqueeze(-1).expand(-1, -1, labels.shape[-1]))
-        mel = torch.where(valid_frames.unsqueeze(-1), mel, torch.full_like(mel, self.silence_log_mel))
         sample_index = starts[:, None] * hop + torch.arange(segment * hop, device=labels.device)
         valid_samples = (sample_index < (mel_lengths * hop)[:, None]).to(waveforms.dtype)
         target = waveforms.gather(1, sample_index.clamp(max=waveforms.shape[1] - 1)) * valid_samples
-        predicted = self.vocoder(mel) * valid_samples.to(self.dtype)
+        # A window that runs past the item's end is decoded as the item's tail alone would be (zero past the end).
+        predicted = self.vocoder(mel, valid_frames.sum(-1))
         return predicted, target
 
     # ---------------------------------------------------------------------------------------------------- forward
@@ -1195,12 +1192,7 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         if chunk_frames <= 0:
             raise ValueError(f"chunk_frames must be positive, got {chunk_frames}.")
         acoustic = self.predict_mel(input_ids, attention_mask, inputs_embeds, speaker_ids, speaker_embeddings, speed)
-        valid_samples = acoustic.mel_lengths * self.config.hop_length
-        position = 0
-        for chunk in self.vocoder.stream(acoustic.mel, chunk_frames):
-            samples = position + torch.arange(chunk.shape[1], device=chunk.device)
-            yield chunk * (samples < valid_samples[:, None]).to(chunk.dtype)
-            position += chunk.shape[1]
+        yield from self.vocoder.stream(acoustic.mel, chunk_frames, mel_lengths=acoustic.mel_lengths)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

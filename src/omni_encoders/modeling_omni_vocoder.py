@@ -451,6 +451,22 @@ def _convolve(conv: nn.Conv1d | nn.ConvTranspose1d, hidden_states: torch.Tensor)
     return nn.functional.conv2d(hidden_states, weight, conv.bias, stride, padding, dilation, conv.groups)
 
 
+def _time_mask(lengths: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """`1` on each item's first `lengths[b]` time steps of `like` (`[B, C, T]` or `[B, C, 1, T]`), `0` after, in a
+    shape that broadcasts against it; `None` for `lengths=None` (nothing to mask)."""
+    if lengths is None:
+        return None
+    valid = torch.arange(like.shape[-1], device=like.device) < lengths[:, None]
+    return valid.to(like.dtype).view(like.shape[0], *(1,) * (like.dim() - 2), like.shape[-1])
+
+
+def _zero_padding(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the time steps past each item's end (see [`_time_mask`]), in place without autograd."""
+    if mask is None:
+        return hidden_states
+    return hidden_states.mul_(mask) if not torch.is_grad_enabled() else hidden_states * mask
+
+
 class OmniAMPBlock(nn.Module):
     """Multi-periodicity residual block (BigVGAN's AMPBlock1: HiFi-GAN's ResBlock1 with Snake activations, alias-free
     with `anti_alias=True`).
@@ -488,12 +504,20 @@ class OmniAMPBlock(nn.Module):
             for _ in range(2 * len(dilations))
         )
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`padding_mask` (from [`_time_mask`]): zero past each item's end after every convolution, so that every
+        layer of a padded batch sees zeros there, as the zero padding of an item decoded alone."""
         in_place = not torch.is_grad_enabled()
         for index, (conv1, conv2) in enumerate(zip(self.convs1, self.convs2)):
             # One expression, so that each intermediate is freed as soon as the next exists (peak memory).
             first_activation, second_activation = self.activations[2 * index], self.activations[2 * index + 1]
-            residual = _convolve(conv2, second_activation(_convolve(conv1, first_activation(hidden_states))))
+            residual = _zero_padding(
+                _convolve(
+                    conv2,
+                    second_activation(_zero_padding(_convolve(conv1, first_activation(hidden_states)), padding_mask)),
+                ),
+                padding_mask,
+            )
             # Without autograd the sum goes into the fresh residual: no third tensor of this size.
             hidden_states = residual.add_(hidden_states) if in_place else hidden_states + residual
         return hidden_states
@@ -530,11 +554,12 @@ class OmniMultiReceptiveFieldFusion(GradientCheckpointingLayer):
             for kernel_size, dilations in zip(kernel_sizes, dilation_sizes)
         )
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         in_place = not torch.is_grad_enabled()  # every resblock returns a fresh tensor: accumulate into the first
-        output = self.resblocks[0](hidden_states)
+        output = self.resblocks[0](hidden_states, padding_mask)
         for resblock in self.resblocks[1:]:
-            output = output.add_(resblock(hidden_states)) if in_place else output + resblock(hidden_states)
+            branch = resblock(hidden_states, padding_mask)
+            output = output.add_(branch) if in_place else output + branch
         return output.div_(len(self.resblocks)) if in_place else output / len(self.resblocks)
 
     def input_span(self, first: int, last: int) -> tuple[int, int]:
@@ -734,47 +759,80 @@ class OmniVocoder(nn.Module):
             if isinstance(conv, _CONVOLUTIONS) and parametrize.is_parametrized(conv, "weight"):
                 parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
 
-    def _check_mel(self, mel: torch.Tensor) -> None:
+    def _check_mel(self, mel: torch.Tensor, mel_lengths: torch.Tensor | None = None) -> None:
         if mel.dim() != 3 or mel.shape[-1] != self.n_mels or mel.shape[1] == 0:
             raise ValueError(
                 f"Expected a log-mel spectrogram of shape [batch, frames, n_mels={self.n_mels}] (frames >= 1), got "
                 f"{tuple(mel.shape)}."
             )
+        if mel_lengths is None:
+            return
+        if (
+            not isinstance(mel_lengths, torch.Tensor)
+            or mel_lengths.shape != (mel.shape[0],)
+            or mel_lengths.is_floating_point()
+            or mel_lengths.is_complex()
+        ):
+            raise ValueError(
+                f"mel_lengths must be an integer tensor of shape [batch={mel.shape[0]}] (valid frames of each item), "
+                f"got {mel_lengths!r}."
+            )
+        if not torch.compiler.is_compiling() and bool(((mel_lengths < 0) | (mel_lengths > mel.shape[1])).any()):
+            raise ValueError(f"mel_lengths must lie in [0, frames={mel.shape[1]}], got {mel_lengths.tolist()}.")
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, mel_lengths: torch.LongTensor | None = None) -> torch.Tensor:
         """
         Args:
             mel (`torch.FloatTensor` of shape `(batch_size, frames, n_mels)`, or `(frames, n_mels)`):
                 Log-mel spectrogram (as [`OmniMelSpectrogram`] computes it).
+            mel_lengths (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Valid frames of each item of a padded batch. Each item's waveform is then the one it gets decoded
+                alone (every layer sees zeros past its end, as the zero padding of a lone item), and zero after
+                `mel_lengths * hop_length` samples. Exact without `anti_alias`; with it, the anti-aliasing filters'
+                replicate padding at an item's end sees zeros instead, which changes the last samples a little.
 
         Returns:
             `torch.FloatTensor` of shape `(batch_size, frames * hop_length)` (or `(frames * hop_length,)`): the
             waveform in `[-1, 1]`, in the dtype of the model.
         """
         unbatched = mel.dim() == 2
+        if unbatched and mel_lengths is not None:
+            raise ValueError("mel_lengths is for a padded batch [batch, frames, n_mels]; got one unbatched mel.")
         mel = mel[None] if unbatched else mel
-        self._check_mel(mel)
+        self._check_mel(mel, mel_lengths)
         num_frames, chunk_frames = mel.shape[1], self.inference_chunk_frames
         if chunk_frames and num_frames > chunk_frames and mel.device.type == "cpu" and not torch.is_grad_enabled():
             num_chunks = -(-num_frames // chunk_frames)  # equal chunks: none is left with little but context
-            waveform = torch.cat(list(self.stream(mel, -(-num_frames // num_chunks))), dim=-1)
+            chunks = self.stream(mel, -(-num_frames // num_chunks), mel_lengths=mel_lengths)
+            waveform = torch.cat(list(chunks), dim=-1)
         else:
-            waveform = self._decode(mel)
+            waveform = self._decode(mel, mel_lengths)
         return waveform[0] if unbatched else waveform
 
-    def _decode(self, mel: torch.Tensor) -> torch.Tensor:
-        """`[B, frames, n_mels]` -> `[B, frames * hop_length]` in one pass."""
+    def _decode(self, mel: torch.Tensor, mel_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """`[B, frames, n_mels]` -> `[B, frames * hop_length]` in one pass; with `mel_lengths`, every convolution's
+        output is zeroed past each item's end (at that stage's rate)."""
         dtype = self.input_proj.bias.dtype
+        if mel_lengths is not None and (torch.compiler.is_compiling() or bool((mel_lengths < mel.shape[1]).any())):
+            lengths = mel_lengths
+        else:
+            lengths = None  # nothing is padded
         if self._runs_channels_last(mel):
             # [B, frames, n_mels] is already the memory of a channels-last [B, n_mels, 1, frames]: no copy.
             hidden_states = mel.to(dtype).contiguous().unsqueeze(1).permute(0, 3, 1, 2)
         else:
             hidden_states = mel.transpose(1, 2).to(dtype)
-        hidden_states = _convolve(self.input_proj, hidden_states)
-        for upsampler, mrf in zip(self.upsamplers, self.mrf_blocks):
+        padding_mask = _time_mask(lengths, hidden_states)
+        if padding_mask is not None:
+            hidden_states = hidden_states * padding_mask  # not in place: it may be the caller's mel
+        hidden_states = _zero_padding(_convolve(self.input_proj, hidden_states), padding_mask)
+        for rate, upsampler, mrf in zip(self.upsample_rates, self.upsamplers, self.mrf_blocks):
             hidden_states = _convolve(upsampler, hidden_states)  # frees the stage's input before the fusion runs
-            hidden_states = mrf(hidden_states)
-        waveform = torch.tanh(_convolve(self.output_conv, self.final_activation(hidden_states)))
+            lengths = None if lengths is None else lengths * rate
+            padding_mask = _time_mask(lengths, hidden_states)
+            hidden_states = mrf(_zero_padding(hidden_states, padding_mask), padding_mask)
+        hidden_states = _convolve(self.output_conv, self.final_activation(hidden_states))
+        waveform = torch.tanh(_zero_padding(hidden_states, padding_mask))
         return waveform.reshape(waveform.shape[0], -1)
 
     def _runs_channels_last(self, mel: torch.Tensor) -> bool:
@@ -792,7 +850,11 @@ class OmniVocoder(nn.Module):
         )
 
     def stream(
-        self, mel: torch.Tensor, chunk_frames: int, context_frames: int | tuple[int, int] | None = None
+        self,
+        mel: torch.Tensor,
+        chunk_frames: int,
+        context_frames: int | tuple[int, int] | None = None,
+        mel_lengths: torch.LongTensor | None = None,
     ) -> Iterator[torch.Tensor]:
         """Decode `mel` chunk by chunk; the chunks concatenated along time equal `forward(mel)` (up to float
         rounding).
@@ -808,11 +870,13 @@ class OmniVocoder(nn.Module):
                 [`context_frames`], the exact receptive field; more changes nothing, less gives an approximation
                 (the outermost frames of the receptive field weigh in very little: on small random models one
                 frame less per side still matched within float32 rounding, half the context did not).
+            mel_lengths (`torch.LongTensor` of shape `(batch_size,)`, *optional*): valid frames of each item of a
+                padded batch, as in `forward`.
 
         Yields:
             `torch.FloatTensor` of shape `(batch_size, chunk_frames * hop_length)` (shorter for the last chunk).
         """
-        self._check_mel(mel)
+        self._check_mel(mel, mel_lengths)
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}.")
         if context_frames is None:
@@ -824,7 +888,9 @@ class OmniVocoder(nn.Module):
         for start in range(0, num_frames, chunk_frames):
             end = min(start + chunk_frames, num_frames)
             window_start, window_end = max(0, start - left), min(num_frames, end + right)
-            waveform = self._decode(mel[:, window_start:window_end])
+            window = mel[:, window_start:window_end]
+            lengths = None if mel_lengths is None else (mel_lengths - window_start).clamp(0, window.shape[1])
+            waveform = self._decode(window, lengths)
             offset = (start - window_start) * hop_length
             yield waveform[:, offset : offset + (end - start) * hop_length]
 
