@@ -525,6 +525,28 @@ def test_bad_inputs_raise_clear_errors(model):
         model(**inputs, speaker_id=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="no speaker table"):
         OmniAudioDecoderModel(tiny_audio_decoder_config(num_speakers=0))(**inputs, speaker_ids=torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="speaker_ids must be integer ids"):
+        model(**inputs, speaker_ids=torch.tensor([1.7, 2.2]))
+    # Training aligns each item's first token with its first frame: a left-padded batch would align the padding.
+    left_padded = {**inputs, "attention_mask": inputs["attention_mask"].flip(-1)}
+    assert not torch.equal(left_padded["attention_mask"], inputs["attention_mask"])
+    with pytest.raises(ValueError, match=r"attention_mask must be 1 on a prefix of each row .* for training"):
+        model(**left_padded, labels=torch.randn(2, 30, 20))
+    holed = torch.ones(2, 30, dtype=torch.long)
+    holed[0, 5] = 0
+    with pytest.raises(ValueError, match="labels_attention_mask must be 1 on a prefix"):
+        model(**inputs, labels=torch.randn(2, 30, 20), labels_attention_mask=holed)
+
+
+def test_inputs_embeds_in_another_dtype_are_cast(model):
+    inputs = text_batch()
+    embeds = model.embed_tokens(inputs["input_ids"])
+    expected = model.predict_mel(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+    for dtype in (torch.bfloat16, torch.float64):  # an LLM's bf16 hidden states, numpy's float64
+        output = model.predict_mel(inputs_embeds=embeds.to(dtype), attention_mask=inputs["attention_mask"])
+        assert output.mel.dtype == torch.float32
+        tolerance = 0.2 if dtype == torch.bfloat16 else 1e-5
+        assert max_abs_diff(output.mel, expected.mel) < tolerance
 
 
 # ----------------------------------------------------------------------------------------------------- save / load

@@ -21,13 +21,17 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
 from .configuration_omni_audio_decoder import OmniAudioDecoderConfig
-from .modeling_omni_common import OmniLatentAttention, OmniPreTrainedModel, OmniRotaryEmbedding, load_c_kernel
+from .modeling_omni_common import (
+    OmniLatentAttention,
+    OmniPreTrainedModel,
+    OmniRotaryEmbedding,
+    load_c_kernel,
+    right_padding_lengths,
+)
 from .modeling_omni_vocoder import OmniVocoder, init_vocoder_weights, multi_resolution_stft_loss
-
-logger = logging.get_logger(__name__)
 
 # Aligner score of padded tokens: exp() of it is 0 in float32, yet sums of it stay finite.
 PADDED_TOKEN_LOGIT = -1e4
@@ -718,6 +722,8 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
                 f"inputs_embeds must have shape [batch, tokens > 0, hidden_size={hidden_size}], got "
                 f"{tuple(inputs_embeds.shape)}."
             )
+        else:
+            inputs_embeds = inputs_embeds.to(self.embed_tokens.weight.dtype)  # e.g. bf16 states of an LLM
         batch_size, num_tokens = inputs_embeds.shape[:2]
         if attention_mask is None:
             token_mask = torch.ones(batch_size, num_tokens, dtype=torch.bool, device=inputs_embeds.device)
@@ -744,7 +750,10 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         if speaker_ids is not None:
             if self.speaker_table is None:
                 raise ValueError("This model has no speaker table (num_speakers=0); pass speaker_embeddings instead.")
-            speaker_ids = torch.as_tensor(speaker_ids, device=self.speaker_proj.weight.device).long().reshape(-1)
+            speaker_ids = torch.as_tensor(speaker_ids, device=self.speaker_proj.weight.device)
+            if speaker_ids.is_floating_point() or speaker_ids.is_complex() or speaker_ids.dtype == torch.bool:
+                raise ValueError(f"speaker_ids must be integer ids, got a tensor of {speaker_ids.dtype}.")
+            speaker_ids = speaker_ids.long().reshape(-1)
             if speaker_ids.numel() == 1 and batch_size > 1:
                 speaker_ids = speaker_ids.expand(batch_size)
             if speaker_ids.shape != (batch_size,):
@@ -1004,7 +1013,9 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
             if labels_attention_mask is not None
             else torch.ones(labels.shape[:2], dtype=torch.bool, device=labels.device)
         )
-        token_lengths, mel_lengths = token_mask.sum(-1), frame_mask.sum(-1)
+        why = " for training: the alignment pairs each item's first token with its first mel frame"
+        token_lengths = right_padding_lengths(token_mask, "attention_mask", why)
+        mel_lengths = right_padding_lengths(frame_mask, "labels_attention_mask", why)
         if bool((mel_lengths < token_lengths).any()):
             raise ValueError(
                 "Every target needs at least one mel frame per token for the monotonic alignment; got frames "

@@ -586,6 +586,32 @@ class OmniTokenCompressor(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# Padding masks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """`lengths [B]` -> boolean mask `[B, max_length]`, True on the first `lengths[b]` positions."""
+    return torch.arange(max_length, device=lengths.device) < lengths[:, None]
+
+
+def right_padding_lengths(mask: torch.Tensor, name: str, why: str = "") -> torch.Tensor:
+    """The valid length of each row of the padding mask `mask [B, L]`, after checking it is a right-padding mask: 0s
+    and 1s (or booleans), the 1s a prefix of each row. Raises a `ValueError` naming `name` (and saying `why` the
+    layout matters) otherwise: a left-padded or holed mask would silently mix padding into the valid positions."""
+    valid = mask.bool()
+    lengths = valid.sum(-1)
+    if not torch.compiler.is_compiling():
+        binary = mask.dtype == torch.bool or bool(((mask == 0) | (mask == 1)).all())
+        if not binary or not torch.equal(valid, lengths_to_mask(lengths, mask.shape[-1])):
+            raise ValueError(
+                f"{name} must be 1 on a prefix of each row and 0 after it (right padding){why}; got a mask with "
+                "left padding, holes or values other than 0 and 1."
+            )
+    return lengths
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Audio features
 # --------------------------------------------------------------------------------------------------------------------
 
