@@ -228,6 +228,22 @@ def test_tokenizer_at_wav2vec2_frame_rate_is_padding_invariant():
             assert max_abs_diff(batched[index, : length // 320], alone[0]) < 1e-5, index
 
 
+@pytest.mark.parametrize(
+    "kernel_sizes, strides",
+    [([7, 5, 5, 3, 3, 3], [2] * 6), ([4, 5, 5, 3, 3, 3], [4, 2, 2, 2, 2, 1])],  # centred, and a kernel == stride
+)
+def test_tokenizer_reads_every_sample(kernel_sizes, strides):
+    config = tiny_audio_config(tokenizer_kernel_sizes=kernel_sizes, tokenizer_strides=strides)
+    model = OmniAudioModel(config).eval()
+    waveform = torch.randn(1, 640)
+    with torch.no_grad():
+        features = model(waveform).last_hidden_state
+        for sample in (0, 639):  # the first and the last sample reach some frame
+            changed = waveform.clone()
+            changed[0, sample] += 10
+            assert features.shape[1] == 10 and max_abs_diff(model(changed).last_hidden_state, features) > 1e-3
+
+
 def test_speaker_encoder_embeds_a_reference_alone():
     model = OmniAudioModel(tiny_audio_config()).eval()
     features = torch.randn(2, 25, 80)
@@ -246,6 +262,10 @@ def test_speaker_encoder_embeds_a_reference_alone():
         model.get_speaker_embeddings(torch.randn(1, 10, 40))
     with pytest.raises(ValueError, match="at least one valid mel frame"):
         model.get_speaker_embeddings(features, torch.zeros(2, 25, dtype=torch.long))
+    # A left-padded or fractional mask would embed padding frames and drop real ones.
+    for bad_mask in (mask.flip(-1), mask * 0.5):
+        with pytest.raises(ValueError, match="speaker_attention_mask must be 1 on a prefix of each row"):
+            model.get_speaker_embeddings(features, bad_mask)
     with pytest.raises(ValueError, match="no speaker encoder"):
         OmniAudioModel(tiny_audio_config(use_speaker_encoder=False)).get_speaker_embeddings(features)
 
@@ -352,6 +372,8 @@ def test_bad_inputs_raise_clear_errors():
     model = OmniAudioModel(tiny_audio_config())
     with pytest.raises(ValueError, match="shorter than one encoder frame"):
         model(torch.randn(1, 63))
+    with pytest.raises(ValueError, match="empty batch"):
+        model(torch.randn(0, 640))
     with pytest.raises(ValueError, match=r"\[batch, samples\]"):
         model(torch.randn(640))
     with pytest.raises(ValueError, match="one entry per sample"):
@@ -430,6 +452,37 @@ def test_ctc_loss_uses_the_frame_lengths_and_is_padding_invariant():
         alone = sum(model(clip[None], labels=label[label >= 0][None]).loss for clip, label in zip(clips, labels))
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert out.loss.item() == pytest.approx(alone.item(), rel=1e-4)
+
+
+def test_padded_frames_decode_to_the_blank():
+    """Greedy CTC decoding of a padded batch (what the ASR pipeline does) gives each clip its text alone, even for a
+    model whose bias favours a letter over the blank (the padded frames' features are zero: their logits would be
+    the bias)."""
+    torch.manual_seed(0)
+    model = OmniAudioForCTC(tiny_audio_config()).eval()
+    with torch.no_grad():
+        model.lm_head.bias[10] = 100.0
+    x, mask, clips = padded_batch([2000, 1300])
+    with torch.no_grad():
+        batch = model(x, mask).logits.argmax(-1)
+        alone = [model(clip[None]).logits.argmax(-1)[0] for clip in clips]
+    assert torch.equal(batch[0], alone[0])
+    frames = alone[1].shape[0]
+    assert torch.equal(batch[1, :frames], alone[1]) and (batch[1, frames:] == model.config.pad_token_id).all()
+    assert (alone[1] == 10).all()  # the bias wins on valid frames: the padded frames' blank is not the model's
+
+
+def test_ctc_rejects_bad_labels():
+    model = OmniAudioForCTC(tiny_audio_config())
+    x, mask, _ = padded_batch([2000, 1300])
+    for labels, message in (
+        (torch.tensor([[3, -1], [4, 5]]), r"in \[0, vocab_size=.*\) or -100 .* got \[-1\]"),
+        (torch.tensor([[3, 99], [4, 5]]), r"got \[99\]"),
+        (torch.tensor([[3.0, 4.0], [4.0, 5.0]]), "integer character ids"),
+        (torch.tensor([3, 4]), r"shape \[batch=2, target_length\]"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            model(x, mask, labels=labels)
 
 
 def test_classification_loss():
@@ -532,6 +585,7 @@ def extractor():
         ([np.zeros(300), np.ones(500)], 2, 500),
         ([np.random.RandomState(0).randn(2, 800)], 1, 800),  # [channels, samples]
         ([np.random.RandomState(0).randn(800, 2)], 1, 800),  # [samples, channels] (soundfile)
+        (np.random.RandomState(0).randn(800, 2), 1, 800),  # rows too short to be a batch: one [samples, channels]
         ({"array": np.random.RandomState(0).randn(900), "sampling_rate": 16000}, 1, 900),
         ([{"array": np.zeros(900), "sampling_rate": 16000}, {"array": np.zeros(400), "sampling_rate": 8000}], 2, 900),
     ],
@@ -551,6 +605,10 @@ def test_feature_extractor_mixes_down_and_scales_pcm(extractor):
     assert np.allclose(pcm, 0.5)
     pcm = extractor(np.full(100, 64, np.uint8), sampling_rate=16000, do_normalize=False).input_values[0]
     assert np.allclose(pcm, -0.5)
+    # The same PCM as a torch tensor, a big-endian array (e.g. read from AIFF) or in a list scales alike.
+    pcms = (torch.full((100,), 16384, dtype=torch.int16), np.full(100, 16384, ">i2"), [np.full(100, 16384, np.int16)])
+    for pcm in pcms:
+        assert np.allclose(extractor(pcm, sampling_rate=16000, do_normalize=False).input_values[0], 0.5)
 
 
 def test_feature_extractor_resamples_with_soxr(extractor):
@@ -630,7 +688,6 @@ def test_speaker_features_are_batched_and_padding_invariant(extractor):
         (np.array([0.0] * 499 + [np.inf]), "NaN or infinite"),
         (np.zeros(63), "shorter than one encoder frame"),
         (np.zeros((2, 3, 500)), "shape"),
-        (np.zeros((8000, 2)), r"\[samples, channels\]"),
         ("speech.wav", "Unsupported audio input"),
         ({"path": "x.wav"}, "'array'"),
         (np.array(["a", "b"]), "dtype"),
@@ -640,6 +697,13 @@ def test_speaker_features_are_batched_and_padding_invariant(extractor):
 def test_feature_extractor_rejects_unusable_input(extractor, audio, message):
     with pytest.raises(ValueError, match=message):
         extractor(audio, sampling_rate=16000)
+
+
+def test_feature_extractor_rejects_a_zero_sampling_rate(extractor):
+    # 0 is not "unset": it must not fall back to 16 kHz.
+    for audio, kwargs in ((np.zeros(500), {"sampling_rate": 0}), ({"array": np.zeros(500), "sampling_rate": 0}, {})):
+        with pytest.raises(ValueError, match="sampling_rate must be a positive integer, got 0"):
+            extractor(audio, **kwargs)
 
 
 def test_feature_extractor_rejects_audio_too_short_after_resampling(extractor):

@@ -36,6 +36,12 @@ def _resample(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(waveform, rate, target_rate, quality="HQ").astype(np.float32)
 
 
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor's samples as numpy, keeping integer PCM integer (so that it is scaled to [-1, 1) like numpy PCM)."""
+    tensor = tensor.detach().cpu()
+    return tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+
 class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
     r"""
     Feature extractor of [`OmniAudioModel`]: turns audio into 16 kHz mono `input_values [B, S]` with an
@@ -111,17 +117,15 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
         if isinstance(raw_speech, Mapping):
             return [self._from_mapping(raw_speech)]
         if isinstance(raw_speech, torch.Tensor):
-            raw_speech = raw_speech.detach().cpu().float().numpy()
+            raw_speech = _to_numpy(raw_speech)
         if isinstance(raw_speech, np.ndarray):
             if raw_speech.ndim == 1:
                 return [(raw_speech, None)]
             if raw_speech.ndim == 2:
                 if raw_speech.shape[1] < self.samples_per_frame <= raw_speech.shape[0]:
-                    raise ValueError(
-                        f"Got an array of shape {raw_speech.shape}: a 2D array is read as a batch [batch, samples], "
-                        "and this looks like one multi-channel clip [samples, channels]. Pass it in a list "
-                        "(`[array]`) to mix its channels down to mono."
-                    )
+                    # Rows too short for one frame each: not a batch, but one clip [samples, channels] (soundfile's
+                    # layout), mixed down in `_prepare_clip`.
+                    return [(raw_speech, None)]
                 return [(clip, None) for clip in raw_speech]
             raise ValueError(
                 f"Expected a waveform [samples] or a batch [batch, samples], got an array of shape {raw_speech.shape}."
@@ -148,13 +152,12 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
     def _prepare_clip(self, clip, rate: int, index: int) -> np.ndarray:
         """One clip -> validated float32 mono waveform at `self.sampling_rate`."""
         if isinstance(clip, torch.Tensor):
-            clip = clip.detach().cpu()
-            clip = clip.float().numpy() if clip.is_floating_point() else clip.numpy()
+            clip = _to_numpy(clip)
         try:
             clip = np.asarray(clip)
         except ValueError as error:  # ragged nested lists
             raise ValueError(f"Clip {index} is not a rectangular array of samples: {error}") from None
-        if clip.dtype in (np.int8, np.int16, np.int32):  # signed PCM -> [-1, 1)
+        if clip.dtype.kind == "i" and clip.dtype.itemsize <= 4:  # signed PCM (either byte order) -> [-1, 1)
             clip = clip.astype(np.float32) / float(2 ** (8 * clip.dtype.itemsize - 1))
         elif clip.dtype == np.uint8:  # unsigned 8-bit PCM, centred on 128
             clip = (clip.astype(np.float32) - 128.0) / 128.0
@@ -240,8 +243,10 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
             raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]`, `dict`, or a list of these):
                 One clip (`[samples]`), a batch (`[batch, samples]` array or a list of clips), or `datasets`-style
                 dicts `{"array": ..., "sampling_rate": ...}`. A clip inside a list may be multi-channel
-                (`[channels, samples]` or `[samples, channels]`; mixed down to mono). 8/16/32-bit integer PCM is scaled
-                to [-1, 1).
+                (`[channels, samples]` or `[samples, channels]`; mixed down to mono); so may a 2D array whose rows
+                are too short for a batch (`[samples, channels]`, as `soundfile.read` gives it). A channels-first
+                `[channels, samples]` array on its own reads as a batch: put it in a list to mix it down. 8/16/32-bit
+                integer PCM (arrays or tensors) is scaled to [-1, 1).
             sampling_rate (`int`, *optional*):
                 Rate of `raw_speech` (dict inputs carry their own). Other rates than `self.sampling_rate` are
                 resampled. Pass it: without it the audio is assumed to be at `self.sampling_rate`.
@@ -267,19 +272,20 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
             [`BatchFeature`] with `input_values [B, S]`, `attention_mask [B, S]` and, on request, `speaker_features
             [B, S // speaker_hop_length, speaker_num_mel_bins]` and `speaker_attention_mask`.
         """
-        if sampling_rate is None:
-            logger.warning_once(
-                f"Pass `sampling_rate` to {self.__class__.__name__}: the audio is assumed to be at "
-                f"{self.sampling_rate} Hz."
-            )
         for key in kwargs:
             logger.warning_once(f"{self.__class__.__name__} ignores the unexpected argument `{key}`.")
         do_normalize = self.do_normalize if do_normalize is None else do_normalize
         return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
 
+        batch = self._split_batch(raw_speech)
+        if sampling_rate is None and any(clip_rate is None for _, clip_rate in batch):
+            logger.warning_once(
+                f"Pass `sampling_rate` to {self.__class__.__name__}: the audio is assumed to be at "
+                f"{self.sampling_rate} Hz."
+            )
         clips = []
-        for index, (clip, clip_rate) in enumerate(self._split_batch(raw_speech)):
-            rate = clip_rate or sampling_rate or self.sampling_rate
+        for index, (clip, clip_rate) in enumerate(batch):
+            rate = next(rate for rate in (clip_rate, sampling_rate, self.sampling_rate) if rate is not None)
             if not isinstance(rate, (int, np.integer)) or rate <= 0:
                 raise ValueError(f"sampling_rate must be a positive integer, got {rate!r}.")
             clips.append(self._prepare_clip(clip, int(rate), index))

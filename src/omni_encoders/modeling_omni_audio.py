@@ -6,7 +6,8 @@ Padding never changes results: a batch of clips padded to a common length gives,
 features of the clip run alone (in training and evaluation mode). Every layer that mixes time steps only ever sees
 zeros or masked positions beyond a clip's end: the tokenizer zeroes padded positions after each convolution and
 normalises with statistics over valid frames only, the Conformer's depthwise convolution sees zeros at padded frames,
-attention masks padded keys, pooling is masked, and the speaker encoder's LSTM runs on packed sequences.
+attention masks padded keys, pooling is masked, and the speaker encoder's LSTM reads each clip backwards from its
+own last valid frame.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from .modeling_omni_common import (
     OmniMLP,
     OmniPreTrainedModel,
     OmniRotaryEmbedding,
+    lengths_to_mask,
+    right_padding_lengths,
 )
 
 
@@ -50,7 +53,8 @@ class OmniAudioModelOutput(ModelOutput):
             [`OmniAudioModel.decode_audio_codes`] maps them back to the quantised features.
         commitment_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Quantiser loss when `config.use_quantizer`: codebook term plus `commitment_cost` × commitment term, summed
-            over the codebooks and averaged over valid frames. The heads add it to their loss.
+            over the codebooks, each a mean squared error over the valid frames' features. The heads add it to their
+            loss.
         speaker_embeddings (`torch.FloatTensor` of shape `(batch_size, speaker_embedding_size)`, *optional*):
             L2-normalised speaker embeddings, when `speaker_features` were given.
         cache (`OmniLatentCache`, *optional*, returned when `use_cache=True`):
@@ -99,11 +103,6 @@ class OmniAudioCTCOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def lengths_to_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """`lengths [B]` -> boolean mask `[B, max_length]`, True on the first `lengths[b]` positions."""
-    return torch.arange(max_length, device=lengths.device) < lengths[:, None]
-
-
 def masked_mean(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of `hidden_states [B, T, D]` over the positions where `mask [B, T]` is true (all positions if None)."""
     if mask is None:
@@ -146,8 +145,10 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
 class OmniAudioConvLayer(nn.Module):
     """Strided convolution -> masked GroupNorm -> SiLU, mapping `L` steps to exactly `L // stride`.
 
-    The input is padded by `(kernel - 1) // 2` zeros on the left and `kernel - stride - (kernel - 1) // 2` on the
-    right, so every output frame is centred on its input window and the output length is `L // stride`.
+    The input is padded by `left = min((kernel - 1) // 2, kernel - stride)` zeros on the left and
+    `kernel - stride - left` on the right, so the output length is `L // stride`, every input sample is read, and each
+    output frame is centred on its window whenever the kernel is wide enough for that (`(kernel - 1) // 2 <= kernel -
+    stride`, as in the default layouts; narrower windows, such as `kernel == stride`, start at their frame).
     """
 
     def __init__(
@@ -155,7 +156,7 @@ class OmniAudioConvLayer(nn.Module):
     ):
         super().__init__()
         self.stride = stride
-        left = (kernel_size - 1) // 2
+        left = min((kernel_size - 1) // 2, kernel_size - stride)
         self.padding = (left, kernel_size - stride - left)
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride)
         self.norm = OmniMaskedGroupNorm(num_groups, out_channels, eps=eps)
@@ -588,6 +589,8 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
                 f"{tuple(input_values.shape)}."
             )
         samples_per_frame = self.config.inputs_to_logits_ratio
+        if input_values.shape[0] == 0:
+            raise ValueError("input_values is an empty batch (batch size 0).")
         if input_values.shape[-1] < samples_per_frame:
             raise ValueError(
                 f"Audio of {input_values.shape[-1]} samples is shorter than one encoder frame ({samples_per_frame} "
@@ -600,18 +603,12 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
                 f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(input_values.shape)} (one "
                 "entry per sample)."
             )
-        lengths = attention_mask.sum(-1).long()
-        if not torch.compiler.is_compiling():
-            if not torch.equal(attention_mask.bool(), lengths_to_mask(lengths, attention_mask.shape[-1])):
-                raise ValueError(
-                    "attention_mask must mark a prefix of each row as valid (right padding); got a mask with holes or "
-                    "left padding."
-                )
-            if bool((lengths < samples_per_frame).any()):
-                raise ValueError(
-                    f"Clip lengths {lengths.tolist()} (samples): every clip needs at least one encoder frame "
-                    f"({samples_per_frame} samples)."
-                )
+        lengths = right_padding_lengths(attention_mask, "attention_mask")
+        if not torch.compiler.is_compiling() and bool((lengths < samples_per_frame).any()):
+            raise ValueError(
+                f"Clip lengths {lengths.tolist()} (samples): every clip needs at least one encoder frame "
+                f"({samples_per_frame} samples)."
+            )
         return lengths
 
     def get_speaker_embeddings(
@@ -645,7 +642,8 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
                     f"speaker_attention_mask has shape {tuple(speaker_attention_mask.shape)}, expected "
                     f"{tuple(speaker_features.shape[:2])}."
                 )
-            if not torch.compiler.is_compiling() and bool((speaker_attention_mask.sum(-1) == 0).any()):
+            lengths = right_padding_lengths(speaker_attention_mask, "speaker_attention_mask")
+            if not torch.compiler.is_compiling() and bool((lengths == 0).any()):
                 raise ValueError("Every reference needs at least one valid mel frame in speaker_attention_mask.")
         return self.speaker_encoder(speaker_features, speaker_attention_mask)
 
@@ -792,10 +790,15 @@ class OmniAudioForCTC(OmniAudioPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch_size, target_length)`, *optional*):
                 Character ids of the transcripts, padded with -100 (or the blank); gives the CTC loss. A transcript
                 may not be longer than its clip's frame count.
+
+        Returns:
+            [`OmniAudioCTCOutput`]: `logits [B, frames, vocab_size]`. On the padded frames of a batch they put all
+            the probability on the blank, so greedy decoding of a padded batch (as the pipeline does) gives each clip
+            the text it gets alone.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if labels is not None and labels.numel() > 0 and int(labels.max()) >= self.config.vocab_size:
-            raise ValueError(f"Label values must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
+        if labels is not None:
+            self._check_labels(labels, input_values.shape[0])
         outputs = self.model(
             input_values,
             attention_mask=attention_mask,
@@ -805,6 +808,10 @@ class OmniAudioForCTC(OmniAudioPreTrainedModel):
             **kwargs,
         )
         logits = self.lm_head(self.dropout(outputs.last_hidden_state))
+        if attention_mask is not None:
+            blank_only = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
+            blank_only[self.config.pad_token_id] = 0
+            logits = torch.where(outputs.frame_mask.bool()[..., None], logits, blank_only)
 
         loss = None
         if labels is not None:
@@ -826,6 +833,23 @@ class OmniAudioForCTC(OmniAudioPreTrainedModel):
             attentions=outputs.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+
+    def _check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
+        vocab_size = self.config.vocab_size
+        if labels.is_floating_point() or labels.is_complex() or labels.dim() != 2 or labels.shape[0] != batch_size:
+            raise ValueError(
+                f"labels must be integer character ids of shape [batch={batch_size}, target_length], got a "
+                f"{labels.dtype} tensor of shape {tuple(labels.shape)}."
+            )
+        if torch.compiler.is_compiling():
+            return
+        invalid = (labels != -100) & ((labels < 0) | (labels >= vocab_size))
+        if bool(invalid.any()):
+            raise ValueError(
+                f"Label values must be in [0, vocab_size={vocab_size}) or -100 (padding), got "
+                f"{sorted(set(labels[invalid].tolist()))}."
+            )
 
 
 class OmniAudioForAudioClassification(OmniAudioPreTrainedModel):
