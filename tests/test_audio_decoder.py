@@ -77,7 +77,11 @@ def test_default_config_is_the_spec_full_size():
     "kwargs, message",
     [
         ({"hop_length": 128}, "product of vocoder_upsample_rates"),
-        ({"vocoder_upsample_rates": [8, 8, 4]}, "one kernel per upsample"),
+        ({"vocoder_upsample_rates": [8, 8, 4], "hop_length": 256}, "same length"),
+        # Settings only the vocoder used to reject, at model construction: now the config does.
+        ({"vocoder_upsample_kernel_sizes": [15, 16, 4, 4]}, "kernel - rate even"),
+        ({"vocoder_resblock_kernel_sizes": [4], "vocoder_resblock_dilation_sizes": [[1]]}, "odd"),
+        ({"vocoder_resblock_dilation_sizes": [[0]]}, "dilations >= 1"),
         ({"num_attention_heads": 3}, "divisible by num_key_value_heads"),
         ({"qk_rope_head_dim": 5}, "qk_rope_head_dim"),
         ({"ffn_kernel_size": 4}, "odd"),
@@ -85,7 +89,7 @@ def test_default_config_is_the_spec_full_size():
         ({"n_fft": 128}, "n_fft"),
         ({"f_max": 9000.0}, "f_max"),
         ({"pad_token_id": 99}, "pad_token_id"),
-        ({"vocoder_resblock_dilation_sizes": [[1], [3]]}, "one list of dilations"),
+        ({"vocoder_resblock_dilation_sizes": [[1], [3]]}, "same length"),
         ({"mel_loss_weight": -1.0}, "mel_loss_weight"),
         ({"alignment_prior_scale": -1.0}, "alignment_prior_scale"),
         ({"vocoder_initializer_range": 0.0}, "vocoder_initializer_range"),
@@ -580,6 +584,8 @@ def test_tokenizer_is_character_level_and_round_trips(tmp_path):
     assert type(loaded) is OmniAudioDecoderTokenizer and loaded("Hello").input_ids == tokenizer("Hello").input_ids
     with pytest.raises(ValueError, match="phonemize"):
         OmniAudioDecoderTokenizer(phonemize=True)
+    # Accents fold to the vocabulary's letters instead of dropping them ("caf nave" before).
+    assert tokenizer.decode(tokenizer("Café naïve, ﬁne").input_ids) == "cafe naive, fine"
 
 
 def _tone(frequency, seconds, sampling_rate=16000, amplitude=0.5):
@@ -850,3 +856,41 @@ def test_gan_trainer_trains_the_vocoder_adversarially(real_speech, tmp_path):
     assert logs and all(np.isfinite(entry["generator_adversarial_loss"]) for entry in logs)
     trainer.save_model(str(tmp_path / "final"))
     assert (tmp_path / "final" / "discriminators.safetensors").exists()
+
+
+def test_gan_trainer_resumes_the_discriminators_and_their_optimizer(real_speech, tmp_path):
+    from torch import nn
+
+    from omni_encoders import OmniAudioDecoderGANTrainer
+    from omni_encoders.modeling_omni_vocoder import OmniMultiPeriodDiscriminator, OmniMultiResolutionDiscriminator
+
+    config = tiny_audio_decoder_config(vocoder_segment_frames=8)
+
+    def gan_trainer(max_steps):
+        torch.manual_seed(0)
+        discriminators = nn.ModuleDict({
+            "period": OmniMultiPeriodDiscriminator(periods=(2,), channels=(4,)),
+            "resolution": OmniMultiResolutionDiscriminator(resolutions=((256, 64, 256),), channels=4, num_layers=2),
+        })
+        return OmniAudioDecoderGANTrainer(
+            model=tiny_model(config),
+            args=TrainingArguments(
+                str(tmp_path), max_steps=max_steps, per_device_train_batch_size=3, learning_rate=1e-3, report_to=[],
+                remove_unused_columns=False, save_strategy="steps", save_steps=1, use_cpu=True,
+            ),
+            train_dataset=real_speech,
+            data_collator=OmniAudioDecoderCollator(tiny_processor(config)),
+            discriminators=discriminators,
+        )
+
+    first = gan_trainer(max_steps=1)
+    first.train()
+    checkpoint = tmp_path / "checkpoint-1"
+    assert (checkpoint / "discriminators.safetensors").exists() and (checkpoint / "discriminator_optimizer.pt").exists()
+    saved = {name: p.detach().clone() for name, p in first.discriminators.named_parameters()}
+    resumed = gan_trainer(max_steps=2)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    # Two AdamW steps in all: the first one's moments and step count came back with the checkpoint.
+    steps = {int(state["step"]) for state in resumed.discriminator_optimizer.state.values()}
+    assert steps == {2}
+    assert any(not torch.equal(p.detach(), saved[n]) for n, p in resumed.discriminators.named_parameters())

@@ -1,5 +1,5 @@
-"""What DESIGN.md promises every encoder: `torch.compile(fullgraph=True)` for fixed shapes, and PEFT LoRA on the
-documented projections."""
+"""What DESIGN.md promises every encoder (and the speech decoder's vocoder): `torch.compile(fullgraph=True)` for fixed
+shapes, and PEFT LoRA on the documented projections."""
 
 import pytest
 import torch
@@ -43,6 +43,22 @@ def test_forward_compiles_as_one_graph(name):
         expected = model(**inputs).last_hidden_state
         actual = compiled(**inputs).last_hidden_state
     assert max_abs_diff(actual, expected) < 1e-5
+
+
+# The training layout on a full batch; the channels-last inference layout, decoding in chunks, on a padded batch.
+@pytest.mark.parametrize("grad, mel_lengths", [(True, None), (False, torch.tensor([40, 13]))])
+def test_vocoder_compiles_as_one_graph(grad, mel_lengths):
+    """The speech decoder's vocoder has fixed shapes for a given mel (its acoustic model does not: the length
+    regulator's output length is the sum of the predicted durations)."""
+    from omni_encoders.modeling_omni_vocoder import OmniVocoder, init_vocoder_weights
+
+    torch.manual_seed(0)
+    vocoder = OmniVocoder(n_mels=20, initial_channels=16, inference_chunk_frames=16).eval()
+    vocoder.apply(lambda module: init_vocoder_weights(module, std=0.1))
+    mel = torch.randn(2, 40, 20)
+    compiled = torch.compile(vocoder, backend="eager", fullgraph=True)
+    with torch.set_grad_enabled(grad):
+        assert max_abs_diff(compiled(mel, mel_lengths), vocoder(mel, mel_lengths)) < 1e-6
 
 
 def test_video_mixture_of_experts_trains_compiled_with_the_eager_gradients():

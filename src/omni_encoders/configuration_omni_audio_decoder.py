@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -264,30 +265,15 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
         f_max = nyquist if self.f_max is None else self.f_max
         if not 0.0 <= self.f_min < f_max <= nyquist:
             raise ValueError(f"Need 0 <= f_min < f_max <= sampling_rate / 2, got f_min={self.f_min}, f_max={f_max}.")
-        if not self.vocoder_upsample_rates or any(r <= 0 for r in self.vocoder_upsample_rates):
-            raise ValueError(f"vocoder_upsample_rates must be positive integers, got {self.vocoder_upsample_rates}.")
+        validate_vocoder_layout(
+            self.n_mels, self.vocoder_initial_channels, self.vocoder_upsample_rates,
+            self.vocoder_upsample_kernel_sizes, self.vocoder_resblock_kernel_sizes, self.vocoder_resblock_dilation_sizes,
+        )
         if math.prod(self.vocoder_upsample_rates) != self.hop_length:
             raise ValueError(
                 f"hop_length ({self.hop_length}) must equal the product of vocoder_upsample_rates "
                 f"{self.vocoder_upsample_rates} (= {math.prod(self.vocoder_upsample_rates)}): the vocoder makes "
                 "hop_length samples per mel frame."
-            )
-        if len(self.vocoder_upsample_kernel_sizes) != len(self.vocoder_upsample_rates):
-            raise ValueError(
-                f"vocoder_upsample_kernel_sizes ({self.vocoder_upsample_kernel_sizes}) needs one kernel per upsample "
-                f"rate ({self.vocoder_upsample_rates})."
-            )
-        if any(k < r for k, r in zip(self.vocoder_upsample_kernel_sizes, self.vocoder_upsample_rates)):
-            raise ValueError("Each vocoder upsample kernel must be at least as long as its upsample rate.")
-        if len(self.vocoder_resblock_dilation_sizes) != len(self.vocoder_resblock_kernel_sizes):
-            raise ValueError(
-                f"vocoder_resblock_dilation_sizes ({self.vocoder_resblock_dilation_sizes}) needs one list of "
-                f"dilations per resblock kernel ({self.vocoder_resblock_kernel_sizes})."
-            )
-        if self.vocoder_initial_channels % 2 ** len(self.vocoder_upsample_rates) != 0:
-            raise ValueError(
-                f"vocoder_initial_channels ({self.vocoder_initial_channels}) is halved by each of the "
-                f"{len(self.vocoder_upsample_rates)} upsamplings and must stay an integer."
             )
         weights = ("mel_loss_weight", "duration_loss_weight", "pitch_loss_weight", "energy_loss_weight",
                    "alignment_loss_weight", "vocoder_loss_weight")
@@ -296,6 +282,49 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
 
 
+
+def validate_vocoder_layout(
+    n_mels: int,
+    initial_channels: int,
+    upsample_rates: Sequence[int],
+    upsample_kernel_sizes: Sequence[int],
+    kernel_sizes: Sequence[int],
+    dilation_sizes: Sequence[Sequence[int]],
+) -> None:
+    """Raise a `ValueError` unless these settings build an [`OmniVocoder`]: checked by the vocoder, and by the config
+    at construction."""
+    if n_mels < 1 or initial_channels < 1:
+        raise ValueError(f"n_mels and initial_channels must be >= 1, got {n_mels} and {initial_channels}.")
+    if len(upsample_rates) == 0 or len(upsample_rates) != len(upsample_kernel_sizes):
+        raise ValueError(
+            f"upsample_rates ({list(upsample_rates)}) and upsample_kernel_sizes ({list(upsample_kernel_sizes)}) "
+            "must be non-empty and of the same length (one transposed convolution per rate)."
+        )
+    for rate, kernel in zip(upsample_rates, upsample_kernel_sizes):
+        if rate < 1 or kernel < rate or (kernel - rate) % 2:
+            raise ValueError(
+                f"Upsample kernel {kernel} does not fit rate {rate}: need rate >= 1, kernel >= rate and "
+                "kernel - rate even, so that the stage multiplies the length exactly by its rate."
+            )
+    if initial_channels % 2 ** len(upsample_rates):
+        raise ValueError(
+            f"initial_channels ({initial_channels}) must be divisible by 2**{len(upsample_rates)}: every "
+            "upsampling stage halves the channels."
+        )
+    if len(kernel_sizes) == 0 or len(kernel_sizes) != len(dilation_sizes):
+        raise ValueError(
+            f"resblock_kernel_sizes ({list(kernel_sizes)}) and resblock_dilation_sizes "
+            f"({[list(d) for d in dilation_sizes]}) must be non-empty and of the same length."
+        )
+    if any(kernel < 1 or kernel % 2 == 0 for kernel in kernel_sizes):
+        raise ValueError(f"resblock_kernel_sizes must be odd and positive, got {list(kernel_sizes)}.")
+    if any(len(dilations) == 0 or min(dilations) < 1 for dilations in dilation_sizes):
+        raise ValueError(
+            "Every resblock needs dilations >= 1, got resblock_dilation_sizes="
+            f"{[list(d) for d in dilation_sizes]}."
+        )
+
+
 OmniAudioDecoderConfig.register_for_auto_class()
 
-__all__ = ["OmniAudioDecoderConfig"]
+__all__ = ["OmniAudioDecoderConfig", "validate_vocoder_layout"]

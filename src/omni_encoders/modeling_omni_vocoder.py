@@ -27,6 +27,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from .configuration_omni_audio_decoder import validate_vocoder_layout
 from .modeling_omni_common import load_c_kernel
 
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d)
@@ -669,7 +670,7 @@ class OmniVocoder(nn.Module):
         super().__init__()
         if inference_chunk_frames < 0:
             raise ValueError(f"inference_chunk_frames must be >= 0 (0 = one pass), got {inference_chunk_frames}.")
-        self._validate(
+        validate_vocoder_layout(
             n_mels, initial_channels, upsample_rates, upsample_kernel_sizes, resblock_kernel_sizes,
             resblock_dilation_sizes,
         )
@@ -691,39 +692,6 @@ class OmniVocoder(nn.Module):
         self.final_activation = OmniSnake(channels[-1], log_scale_alpha=log_scale_alpha, anti_alias=anti_alias)
         self.output_conv = nn.Conv1d(channels[-1], 1, 7, padding=3)
         _weight_normalise(self)
-
-    @staticmethod
-    def _validate(n_mels, initial_channels, upsample_rates, upsample_kernel_sizes, kernel_sizes, dilation_sizes):
-        if n_mels < 1 or initial_channels < 1:
-            raise ValueError(f"n_mels and initial_channels must be >= 1, got {n_mels} and {initial_channels}.")
-        if len(upsample_rates) == 0 or len(upsample_rates) != len(upsample_kernel_sizes):
-            raise ValueError(
-                f"upsample_rates ({list(upsample_rates)}) and upsample_kernel_sizes ({list(upsample_kernel_sizes)}) "
-                "must be non-empty and of the same length (one transposed convolution per rate)."
-            )
-        for rate, kernel in zip(upsample_rates, upsample_kernel_sizes):
-            if rate < 1 or kernel < rate or (kernel - rate) % 2:
-                raise ValueError(
-                    f"Upsample kernel {kernel} does not fit rate {rate}: need rate >= 1, kernel >= rate and "
-                    "kernel - rate even, so that the stage multiplies the length exactly by its rate."
-                )
-        if initial_channels % 2 ** len(upsample_rates):
-            raise ValueError(
-                f"initial_channels ({initial_channels}) must be divisible by 2**{len(upsample_rates)}: every "
-                "upsampling stage halves the channels."
-            )
-        if len(kernel_sizes) == 0 or len(kernel_sizes) != len(dilation_sizes):
-            raise ValueError(
-                f"resblock_kernel_sizes ({list(kernel_sizes)}) and resblock_dilation_sizes "
-                f"({[list(d) for d in dilation_sizes]}) must be non-empty and of the same length."
-            )
-        if any(kernel < 1 or kernel % 2 == 0 for kernel in kernel_sizes):
-            raise ValueError(f"resblock_kernel_sizes must be odd and positive, got {list(kernel_sizes)}.")
-        if any(len(dilations) == 0 or min(dilations) < 1 for dilations in dilation_sizes):
-            raise ValueError(
-                "Every resblock needs dilations >= 1, got resblock_dilation_sizes="
-                f"{[list(d) for d in dilation_sizes]}."
-            )
 
     @property
     def hop_length(self) -> int:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from transformers import VitsTokenizer
 from transformers.tokenization_python import PreTrainedTokenizer
 
@@ -36,7 +38,8 @@ class OmniAudioDecoderTokenizer(VitsTokenizer):
         add_blank (`bool`, *optional*, defaults to `False`):
             Intersperse the padding token (id 0) between characters, as VITS does.
         normalize (`bool`, *optional*, defaults to `True`):
-            Lower-case the text and drop characters that are not in the vocabulary.
+            Lower-case the text, fold the accents of characters that are not in the vocabulary ("é" -> "e", "ﬁ" ->
+            "fi", by their Unicode compatibility decomposition) and drop the characters that are still not in it.
 
     Example:
 
@@ -86,6 +89,21 @@ class OmniAudioDecoderTokenizer(VitsTokenizer):
             special_tokens_pattern="none",
             **kwargs,
         )
+
+
+    def normalize_text(self, input_string: str) -> str:
+        """VITS' normalisation (lower-casing around the vocabulary's entries), after folding the accents of the
+        characters that are not in the vocabulary, so that "Café" is spoken as "cafe" rather than "caf"."""
+        folded = "".join(
+            char if char in self.encoder or char.lower() in self.encoder else _without_accents(char)
+            for char in input_string
+        )
+        return super().normalize_text(folded)
+
+
+def _without_accents(char: str) -> str:
+    """`char` by its compatibility decomposition without combining marks: "é" -> "e", "ﬁ" -> "fi", "€" -> "€"."""
+    return "".join(part for part in unicodedata.normalize("NFKD", char) if not unicodedata.combining(part))
 
 
 OmniAudioDecoderTokenizer.register_for_auto_class("AutoTokenizer")

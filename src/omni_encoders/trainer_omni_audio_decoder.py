@@ -20,6 +20,7 @@ from .modeling_omni_vocoder import (
 
 
 DISCRIMINATORS_NAME = "discriminators.safetensors"
+DISCRIMINATOR_OPTIMIZER_NAME = "discriminator_optimizer.pt"
 
 
 class OmniAudioDecoderGANTrainer(OmniTrainer):
@@ -34,7 +35,8 @@ class OmniAudioDecoderGANTrainer(OmniTrainer):
     plus `adversarial_weight` × the generator's LSGAN loss and `feature_matching_weight` × the feature-matching loss,
     computed with the discriminators frozen; the `Trainer` back-propagates that into the model as usual. Evaluation
     returns the same generator loss without touching the discriminators. The discriminators are saved next to the model
-    in every checkpoint (`discriminators.safetensors`) and restored with `resume_from_checkpoint`.
+    in every checkpoint (`discriminators.safetensors`, and their optimizer's state next to the model's in
+    `discriminator_optimizer.pt`) and restored with `resume_from_checkpoint`.
 
     Args:
         discriminators (`nn.ModuleDict`, *optional*): discriminators to train; defaults to
@@ -153,6 +155,19 @@ class OmniAudioDecoderGANTrainer(OmniTrainer):
             output_dir = output_dir if output_dir is not None else self.args.output_dir
             state = {name: tensor.contiguous() for name, tensor in self.discriminators.state_dict().items()}
             save_file(state, os.path.join(output_dir, DISCRIMINATORS_NAME))
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            state = self.discriminator_optimizer.state_dict()
+            torch.save(state, os.path.join(output_dir, DISCRIMINATOR_OPTIMIZER_NAME))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, DISCRIMINATOR_OPTIMIZER_NAME) if checkpoint is not None else None
+        if path is not None and os.path.isfile(path):
+            state = torch.load(path, map_location=self.args.device, weights_only=True)
+            self.discriminator_optimizer.load_state_dict(state)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
