@@ -78,6 +78,10 @@ def test_default_config_is_the_spec_full_size():
         ({"router_aux_loss_coef": -1.0}, "router_aux_loss_coef"),
         ({"num_hidden_layers": -1}, "num_hidden_layers"),
         ({"pooling": "max"}, "pooling must be one of"),
+        ({"rope_theta": 0.0}, "rope_theta"),
+        ({"rope_theta": -1.0}, "rope_theta"),
+        ({"layer_norm_eps": 0.0}, "layer_norm_eps"),
+        ({"hidden_act": "foo"}, "hidden_act must be an activation"),
     ],
 )
 def test_config_validation(kwargs, message):
@@ -263,6 +267,44 @@ def test_variable_frame_counts_match_each_video_alone(frame_causal):
             assert max_abs_diff(tokens, alone.last_hidden_state[0]) < 1e-5
             assert max_abs_diff(batched.patch_embeddings[index, : len(video)], alone.patch_embeddings[0]) < 1e-5
             assert max_abs_diff(batched.pooler_output[index], alone.pooler_output[0]) < 1e-5
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last_frame"])
+@pytest.mark.parametrize("padding_value", [float("nan"), float("inf"), 1e38])
+def test_non_finite_padding_does_not_reach_the_real_frames(padding_value, pooling):
+    """Padded frames are zeroed before the backbone: NaN, inf or huge pixels there (0 x NaN = NaN in the attention)
+    leave the real frames' tokens, the pooled embedding and the aux loss as with finite padding."""
+    model = OmniVideoModel(tiny_video_config(pooling=pooling)).eval()
+    finite = torch.randn(2, 4, 3, 28, 28)
+    frame_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    poisoned = finite.clone()
+    poisoned[1, 2:] = padding_value
+    caller_copy = poisoned.clone()
+    with torch.no_grad():
+        expected, actual = model(finite, frame_mask=frame_mask), model(poisoned, frame_mask=frame_mask)
+    real_tokens = frame_mask.repeat_interleave(3, dim=1).bool()
+    assert torch.equal(actual.last_hidden_state[real_tokens], expected.last_hidden_state[real_tokens])
+    assert torch.equal(actual.pooler_output, expected.pooler_output)
+    assert torch.equal(actual.aux_loss, expected.aux_loss) and torch.isfinite(actual.aux_loss)
+    assert torch.isfinite(actual.last_hidden_state).all()
+    torch.testing.assert_close(poisoned, caller_copy, rtol=0, atol=0, equal_nan=True)  # zeroed out of place
+
+
+def test_forward_refuses_attention_mask_and_unknown_keywords():
+    """Keywords that `forward` does not use are errors, not silently dropped (an `attention_mask` meant as the frame
+    mask would have been ignored)."""
+    x = torch.randn(1, 3, 3, 28, 28)
+    for model in (OmniVideoModel(tiny_video_config()), OmniVideoForVideoClassification(tiny_video_config())):
+        with pytest.raises(ValueError, match="no `attention_mask`.*frame_mask"):
+            model(x, attention_mask=torch.tensor([[1, 0, 0]]))
+        with pytest.raises(TypeError, match="'frame_masks'"):
+            model(x, frame_masks=torch.tensor([[1, 0, 0]]))
+        with torch.no_grad():
+            assert model(x, attention_mask=None).pooler_output.shape == (1, 32)  # `None` carries nothing
+            inputs = OmniVideoVideoProcessor(size={"height": 28, "width": 28}, num_frames=2)(
+                gray_ramp(3), return_tensors="pt", return_metadata=True
+            )
+            assert model(**inputs).pooler_output.shape == (1, 32)  # the processor's metadata is not an error
 
 
 @pytest.mark.parametrize("frame_causal", [True, False])
@@ -529,6 +571,7 @@ def video_files(tmp_path_factory):
         (lambda files: np.zeros((6, 20, 30, 4), np.uint8), 1, 4),  # RGBA
         (lambda files: [PIL.Image.new("RGB", (30, 20))] * 5, 1, 4),  # one video as PIL frames
         (lambda files: [np.zeros((20, 30, 3), np.uint8)] * 2, 1, 4),  # one short video as array frames
+        (lambda files: [torch.zeros(20, 30, 3), np.zeros((20, 30, 3), np.uint8)], 1, 4),  # tensor and array frames
         (lambda files: [[PIL.Image.new("L", (30, 20))] * 3, [PIL.Image.new("RGB", (40, 20))] * 6], 2, 4),
         (lambda files: torch.rand(3, 6, 20, 30, 3), 3, 4),  # 5D batch
         (lambda files: [gray_ramp(9), gray_ramp(2, 10, 10)], 2, 4),  # list of 4D arrays
@@ -560,10 +603,18 @@ def test_processor_samples_frames_uniformly_or_at_fps(processor, video_files):
     with_metadata = processor(gray_ramp(12), fps=5, video_metadata={"total_num_frames": 12, "fps": 10},
                               return_tensors="pt", return_metadata=True)
     assert with_metadata.video_metadata[0].frames_indices == [0, 2, 4, 6, 8, 10]
+    # the frame rate alone is enough for an array (the frame count is its length), as the fps error says
+    with_fps = processor(gray_ramp(12), fps=5, video_metadata={"fps": 10}, return_tensors="pt", return_metadata=True)
+    assert with_fps.video_metadata[0].frames_indices == [0, 2, 4, 6, 8, 10]
 
     fps_processor = OmniVideoVideoProcessor(size={"height": 28, "width": 28}, fps=2.5)
     by_fps = fps_processor(str(video_files / "ramp.mp4"), return_tensors="pt", return_metadata=True)
     assert by_fps.video_metadata[0].frames_indices == [0, 4, 8]
+    # a call's argument replaces the processor's default: `num_frames` its `fps`, `fps` its `num_frames`
+    by_count = fps_processor(str(video_files / "ramp.mp4"), num_frames=4, return_tensors="pt", return_metadata=True)
+    assert by_count.video_metadata[0].frames_indices == [0, 3, 6, 9] and by_count.pixel_values_videos.shape[1] == 4
+    by_fps = processor(gray_ramp(12), fps=5, video_metadata={"fps": 10}, return_tensors="pt")
+    assert by_fps.pixel_values_videos.shape[1] == 6  # not padded to the processor's num_frames=4 either
 
     everything = processor(gray_ramp(7), do_sample_frames=False, return_tensors="pt")
     assert everything.pixel_values_videos.shape[1] == 7 and bool(everything.frame_mask.all())
@@ -603,6 +654,18 @@ def test_processor_resizes_like_torch_interpolate(processor):
         (lambda files: {"not": "a video"}, {}, "Unsupported video input"),
         (lambda files: gray_ramp(4), {"fps": 2}, "frame rate"),
         (lambda files: gray_ramp(4), {"fps": 2, "num_frames": 2}, "mutually exclusive"),
+        (lambda files: gray_ramp(4), {"fps": 0, "video_metadata": {"fps": 10}}, "fps must be positive"),
+        (lambda files: gray_ramp(4), {"fps": -1.0, "video_metadata": {"fps": 10}}, "fps must be positive"),
+        (lambda files: gray_ramp(4), {"num_frames": 0}, "num_frames must be a positive integer"),
+        (lambda files: str(files / "ramp.mp4"), {"num_frames": 0}, "num_frames must be a positive integer"),
+        (lambda files: np.zeros((2, 5, 5, 4), np.uint8), {"do_convert_rgb": False}, "has 4 channel"),
+        (lambda files: np.zeros((2, 5, 5, 1), np.uint8), {"do_convert_rgb": False}, "has 1 channel"),
+        (
+            lambda files: [gray_ramp(2, 20, 30), gray_ramp(2, 40, 10)],
+            {"size": {"shortest_edge": 28}},
+            r"keeps each video's aspect ratio: use a fixed size=\{'height'",
+        ),
+        (lambda files: [gray_ramp(2, 20, 30), gray_ramp(2, 40, 10)], {"do_resize": False}, "set `do_resize=True`"),
     ],
 )
 def test_processor_rejects_unusable_input(processor, video_files, make_video, kwargs, message):
@@ -663,6 +726,20 @@ def test_video_classification_pipeline_classifies_mp4_files(tmp_path):
     assert sum(p["score"] for p in bright) == pytest.approx(1.0)
     both = classifier([str(tmp_path / "dark.mp4"), str(tmp_path / "bright.mp4")], num_frames=8, top_k=1)
     assert [p[0]["label"] for p in both] == ["dark", "bright"]
+
+
+def test_video_classification_pipeline_with_an_fps_processor(tmp_path):
+    """A checkpoint whose processor samples at an fps: the pipeline's `num_frames` (the config's by default) replaces
+    that fps instead of clashing with it."""
+    OmniVideoForVideoClassification(tiny_video_config(num_labels=2)).save_pretrained(tmp_path / "ckpt")
+    OmniVideoVideoProcessor(size={"height": 28, "width": 28}, fps=2.5).save_pretrained(tmp_path / "ckpt")
+    write_video(tmp_path / "clip.mp4", gray_ramp(12))
+    classifier = pipeline("video-classification", model=str(tmp_path / "ckpt"))
+    assert classifier.video_processor.fps == 2.5
+    assert classifier.preprocess(str(tmp_path / "clip.mp4"))["frame_mask"].tolist() == [[1, 1, 1, 1]]  # num_frames=4
+    assert classifier.preprocess(str(tmp_path / "clip.mp4"), num_frames=6)["frame_mask"].shape == (1, 6)
+    predictions = classifier(str(tmp_path / "clip.mp4"))
+    assert len(predictions) == 2 and sum(p["score"] for p in predictions) == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------------------------------- remote code

@@ -199,15 +199,17 @@ def load_balancing_loss(
     probabilities = nn.functional.softmax(logits, dim=-1, dtype=torch.float32).flatten(1, -2)  # [L, tokens, E]
     selected = probabilities.topk(top_k, dim=-1).indices
     if frame_mask is None:
-        token_weights = probabilities.new_ones(probabilities.shape[1])
+        valid = torch.ones(probabilities.shape[1], dtype=torch.bool, device=probabilities.device)
     else:
-        token_weights = frame_mask.to(probabilities.dtype)[:, :, None].expand(logits.shape[1:4]).flatten()
+        valid = frame_mask.bool()[:, :, None].expand(logits.shape[1:4]).flatten()
+    token_weights = valid.to(probabilities.dtype)
     assignments = torch.zeros_like(probabilities).scatter_add_(
         -1, selected, token_weights[None, :, None].expand(num_layers, -1, top_k).contiguous()
     )
     num_valid = token_weights.sum()
     tokens_per_expert = assignments.sum(1) / (num_valid * top_k)  # [L, E]
-    probability_per_expert = (probabilities * token_weights[None, :, None]).sum(1) / num_valid  # [L, E]
+    # `where`, not a product with the mask: the probabilities of padded tokens must not reach the sum even if NaN
+    probability_per_expert = torch.where(valid[None, :, None], probabilities, 0).sum(1) / num_valid  # [L, E]
     return num_experts * (tokens_per_expert * probability_per_expert).sum(-1).mean()
 
 
@@ -293,6 +295,22 @@ class OmniVideoPreTrainedModel(OmniPreTrainedModel):
     main_input_name = "pixel_values_videos"
     input_modalities = ("video",)
     _no_split_modules = ["OmniVideoBlock", "OmniTokenCompressor"]
+
+    def check_unused_kwargs(self, kwargs: dict) -> None:
+        """Raise for the keyword arguments that `forward` gathers in `**kwargs` but does not use (an `attention_mask`
+        meant as the frame mask, a misspelled name), instead of silently ignoring them. `None` values carry nothing
+        and pass (generic wrappers fill unused inputs with `None`), and so does the video processor's
+        `video_metadata` (`return_metadata=True`), so that `model(**processor(videos, return_metadata=True))` works."""
+        unused = sorted(name for name, value in kwargs.items() if value is not None and name != "video_metadata")
+        if "attention_mask" in unused:
+            raise ValueError(
+                f"{type(self).__name__} takes no `attention_mask`: mark the padded frames with `frame_mask` "
+                "[batch, frames] (1 = real frame, 0 = padding), as the video processor returns it."
+            )
+        if unused:
+            raise TypeError(
+                f"{type(self).__name__}.forward() got unexpected keyword argument(s) {', '.join(map(repr, unused))}."
+            )
 
 
 class OmniVideoModel(OmniVideoPreTrainedModel):
@@ -413,8 +431,9 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
             frames = tokens.view(batch_size, num_frames, self.config.num_tokens_per_frame, -1)
             last_frame = frame_mask.long().sum(1) - 1
             return frames[torch.arange(batch_size, device=tokens.device), last_frame].float().mean(1).to(tokens.dtype)
-        token_weights = frame_mask.float().repeat_interleave(self.config.num_tokens_per_frame, dim=1).unsqueeze(-1)
-        return ((tokens.float() * token_weights).sum(1) / token_weights.sum(1)).to(tokens.dtype)
+        valid = frame_mask.bool().repeat_interleave(self.config.num_tokens_per_frame, dim=1).unsqueeze(-1)
+        # `where`, not a product with the mask: padded tokens must not reach the sum even if not finite
+        return (torch.where(valid, tokens.float(), 0).sum(1) / valid.sum(1)).to(tokens.dtype)
 
     def forward(
         self,
@@ -431,8 +450,12 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
                 Normalised frames, e.g. from [`OmniVideoVideoProcessor`]. Pixels beyond the last whole patch are
                 ignored.
             frame_mask (`torch.LongTensor` of shape `(batch_size, num_frames)`, *optional*):
-                1 for real frames, 0 for padding frames, which must come after the real ones. Padding frames are
-                never attended to, and are left out of the pooled embedding and the aux loss.
+                1 for real frames, 0 for padding frames, which must come after the real ones. The pixels of padding
+                frames are ignored (zeroed before the vision encoder, so NaN or huge padding is harmless); padding
+                frames are never attended to, and are left out of the pooled embedding and the aux loss.
+
+            Other keyword arguments with a value raise an error (`attention_mask` too: use `frame_mask`); the video
+            processor's `video_metadata` is accepted and ignored.
 
         Example:
 
@@ -450,10 +473,14 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_unused_kwargs(kwargs)
         self.validate_inputs(pixel_values_videos, frame_mask)
         batch_size, num_frames = pixel_values_videos.shape[:2]
         if frame_mask is not None:
             frame_mask = frame_mask.to(pixel_values_videos.device)
+            # Attention gives the padded frames a weight of 0, but 0 * NaN (or * inf) is NaN: their pixels are zeroed
+            # (out of place) so that nothing non-finite in the padding can reach a real frame.
+            pixel_values_videos = pixel_values_videos.masked_fill(~frame_mask.bool()[:, :, None, None, None], 0)
 
         frames = pixel_values_videos.flatten(0, 1)
         height, width = self.vision_model.patch_grid(frames)
@@ -546,8 +573,12 @@ class OmniVideoForVideoClassification(OmniVideoPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 Class indices in `[0, num_labels)` (float targets for regression or multi-label problems); the loss
                 follows `config.problem_type` as in transformers' classifiers.
+
+            Other keyword arguments with a value raise an error (`attention_mask` too: use `frame_mask`); the video
+            processor's `video_metadata` is accepted and ignored.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_unused_kwargs(kwargs)
         outputs = self.model(
             pixel_values_videos,
             frame_mask=frame_mask,

@@ -138,7 +138,7 @@ def validate_video(video, index: int = 0) -> np.ndarray | torch.Tensor:
         )
     values = video if isinstance(video, torch.Tensor) else torch.from_numpy(np.asarray(video))
     if values.dtype == torch.bool or values.is_complex():
-        raise ValueError(f"Video {index} has dtype {values.dtype}; expected integer (0-255) or float pixels.")
+        raise ValueError(f"Video {index} has dtype {values.dtype}; expected integer or float pixels (0-255).")
     if values.is_floating_point() and not torch.isfinite(values).all():
         raise ValueError(f"Video {index} contains NaN or infinite values.")
     return video
@@ -189,6 +189,20 @@ def make_video_list(videos) -> list:
     )
 
 
+def _with_frame_counts(videos: list, video_metadata):
+    """`video_metadata` with the `total_num_frames` that its dicts leave out taken from the array videos' lengths (so
+    that `{"fps": 30}` is enough for an array)."""
+    entries = list(video_metadata) if isinstance(video_metadata, (list, tuple)) else [video_metadata]
+    if len(entries) != len(videos):
+        return video_metadata  # `make_batched_metadata` says what is wrong
+    return [
+        {"total_num_frames": None if isinstance(video, str) else len(video), **entry}
+        if isinstance(entry, dict)
+        else entry
+        for video, entry in zip(videos, entries)
+    ]
+
+
 def _stack_frames(frames, index: int = 0) -> np.ndarray | torch.Tensor:
     """A list of frames -> one `[T, H, W, C]` (or `[T, C, H, W]`) video."""
     arrays = [_frame_array(frame, position) for position, frame in enumerate(frames)]
@@ -197,7 +211,10 @@ def _stack_frames(frames, index: int = 0) -> np.ndarray | torch.Tensor:
             f"The frames of video {index} have different shapes {sorted({tuple(a.shape) for a in arrays})}; all "
             "frames of a video must have the same size."
         )
-    stacked = torch.stack(arrays) if isinstance(arrays[0], torch.Tensor) else np.stack([np.asarray(a) for a in arrays])
+    if any(isinstance(array, torch.Tensor) for array in arrays):  # a mix of tensors and arrays stacks as a tensor
+        stacked = torch.stack([torch.as_tensor(array) for array in arrays])
+    else:
+        stacked = np.stack(arrays)
     return validate_video(stacked, index)
 
 
@@ -210,17 +227,21 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
     Returns `pixel_values_videos [B, T, 3, H, W]` and `frame_mask [B, T]`: videos with fewer frames than requested (or
     than the longest video of the batch) are padded with zero frames at the end and marked 0 in `frame_mask`.
 
-    Accepts paths/URLs, `[T, H, W, C]`/`[T, C, H, W]` arrays or tensors (uint8 0-255 or float pixels, 1, 3 or 4
-    channels), lists of frames (PIL images or arrays) and batches of any of these. Resizing uses
-    `torch.nn.functional.interpolate`, so torchvision is not needed (and the result is the same whether it is installed
-    or not).
+    Accepts paths/URLs, `[T, H, W, C]`/`[T, C, H, W]` arrays or tensors (1, 3 or 4 channels), lists of frames (PIL
+    images, arrays or tensors) and batches of any of these. Pixels are on the 0-255 scale, integer or float alike: both
+    are rescaled by `rescale_factor` (1/255), so pass `do_rescale=False` for float frames already in [0, 1]. Grayscale
+    and RGBA frames are converted to RGB (`do_convert_rgb`); with `do_convert_rgb=False` the frames must already have 3
+    channels. Resizing uses `torch.nn.functional.interpolate`, so torchvision is not needed (and the result is the same
+    whether it is installed or not).
 
     Args:
         num_frames (`int`, *optional*, defaults to 16):
-            Frames to sample uniformly per video when `do_sample_frames`. Mutually exclusive with `fps`.
+            Frames to sample uniformly per video when `do_sample_frames`. A call's `num_frames` replaces the
+            processor's `fps`; passing both `num_frames` and `fps` to one call is an error.
         fps (`float`, *optional*):
             Sample this many frames per second of video instead, taking precedence over the processor's `num_frames`
-            (needs the video's frame rate: files have it, arrays need `video_metadata`).
+            (needs the video's frame rate: files have it, arrays need `video_metadata={"fps": ...}`). A call's `fps`
+            replaces the processor's `num_frames`.
         do_sample_frames (`bool`, *optional*, defaults to `True`):
             Whether to sample frames; with `False` every frame is kept.
         size (`dict`, *optional*, defaults to `{"height": 384, "width": 384}`):
@@ -247,11 +268,16 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
         frames, else the longest video's frame count.
         """
         return_tensors = kwargs.pop("return_tensors", None)
-        if kwargs.get("fps", getattr(self, "fps", None)) is not None:
-            kwargs.setdefault("num_frames", None)  # sampling at an fps replaces the default frame count
+        # A call's `num_frames` or `fps` replaces both sampling defaults of the processor (the call's argument wins
+        # over the saved one, and the two are exclusive); without either, the processor's `fps` takes precedence
+        # over its `num_frames`. `None` means "not given".
+        num_frames, fps = kwargs.pop("num_frames", None), kwargs.pop("fps", None)
+        if num_frames is None and fps is None:
+            fps = getattr(self, "fps", None)
+            num_frames = self.num_frames if fps is None else None
+        kwargs.update(num_frames=num_frames, fps=fps)
         do_sample_frames = kwargs.get("do_sample_frames")
         do_sample_frames = self.do_sample_frames if do_sample_frames is None else do_sample_frames
-        num_frames = kwargs.get("num_frames", self.num_frames)
 
         outputs = super().preprocess(videos, **kwargs)
         processed = outputs.pop("pixel_values_videos")
@@ -259,10 +285,16 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
         if do_sample_frames and num_frames is not None:
             target_frames = max(target_frames, num_frames)
         if len({tuple(video.shape[1:]) for video in processed}) > 1:
-            raise ValueError(
-                "The processed videos have different frame sizes "
-                f"{sorted({tuple(v.shape[-2:]) for v in processed})}; set `do_resize=True` to batch them."
-            )
+            sizes = sorted({tuple(video.shape[-2:]) for video in processed})
+            do_resize = self.do_resize if kwargs.get("do_resize") is None else kwargs["do_resize"]
+            if do_resize:
+                hint = (
+                    "resizing to a `shortest_edge`, `longest_edge` or maximum size keeps each video's aspect ratio: "
+                    "use a fixed size={'height': ..., 'width': ...} (or a center crop) to batch them"
+                )
+            else:
+                hint = "set `do_resize=True` with a fixed size={'height': ..., 'width': ...} to batch them"
+            raise ValueError(f"The processed videos have different frame sizes {sizes}; {hint}.")
 
         pixel_values = pad_sequence(processed, batch_first=True)  # zero frames after each video's end
         pixel_values = F.pad(pixel_values, (0, 0, 0, 0, 0, 0, 0, target_frames - pixel_values.shape[1]))
@@ -275,15 +307,26 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
         self, metadata: VideoMetadata, num_frames: int | None = None, fps: float | None = None, **kwargs
     ) -> np.ndarray:
         """Indices of `num_frames` frames spread uniformly over the video, or of `fps` frames per second. A video with
-        fewer frames than asked for gives all its frames (the processor pads it)."""
+        fewer frames than asked for gives all its frames (the processor pads it).
+
+        Raises:
+            ValueError: if both `num_frames` and `fps` are given, `num_frames` is not a positive integer, `fps` is not
+                positive, or `fps` is given for a video of unknown frame rate.
+        """
         if fps is not None and num_frames is not None:
             raise ValueError("`num_frames` and `fps` are mutually exclusive; pass only one of them.")
+        if num_frames is not None and (
+            isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1
+        ):
+            raise ValueError(f"num_frames must be a positive integer (frames per video), got {num_frames!r}.")
+        if fps is not None and not fps > 0:
+            raise ValueError(f"fps must be positive (frames to sample per second of video), got {fps!r}.")
         total_num_frames = metadata.total_num_frames
         if fps is not None:
             if not metadata.fps:
                 raise ValueError(
-                    "Sampling at a given fps needs the video's frame rate: pass `video_metadata={'fps': ...}` with "
-                    "array inputs, or sample a fixed `num_frames` instead."
+                    "Sampling at a given fps needs the video's frame rate: pass `video_metadata={'fps': ...}` (one "
+                    "dict per video for a batch) with array inputs, or sample a fixed `num_frames` instead."
                 )
             num_frames = max(1, int(total_num_frames / metadata.fps * fps))
         if num_frames is None or num_frames >= total_num_frames:
@@ -293,7 +336,7 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
     def _decode_and_sample_videos(self, videos, video_metadata=None, do_sample_frames=None, sample_indices_fn=None):
         videos = make_video_list(videos)
         if video_metadata is not None:
-            video_metadata = make_batched_metadata(videos, video_metadata)
+            video_metadata = make_batched_metadata(videos, _with_frame_counts(videos, video_metadata))
         sampled_videos, sampled_metadata = [], []
         for index, video in enumerate(videos):  # decoding and frame selection are per video
             if isinstance(video, str):
@@ -312,7 +355,7 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
 
     def _prepare_input_videos(self, videos, do_convert_rgb=None, input_data_format=None, device=None):
         prepared = []
-        for video in videos:
+        for index, video in enumerate(videos):
             if isinstance(video, np.ndarray):
                 video = torch.from_numpy(np.ascontiguousarray(video))
             data_format = input_data_format or infer_channel_dimension_format(video, num_channels=(1, 3, 4))
@@ -320,6 +363,12 @@ class OmniVideoVideoProcessor(BaseVideoProcessor):
                 video = video.permute(0, 3, 1, 2)
             if do_convert_rgb:
                 video = self.convert_to_rgb(video)
+            if video.shape[1] != 3:
+                raise ValueError(
+                    f"Video {index} has {video.shape[1]} channel(s); the processor makes RGB frames of 3 channels. "
+                    "Keep `do_convert_rgb=True` to convert grayscale (1 channel) and RGBA (4 channels) frames, or "
+                    "pass 3-channel frames."
+                )
             prepared.append(video.contiguous().to(device) if device is not None else video.contiguous())
         return prepared
 
