@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -662,6 +663,39 @@ def _initial_weights(module, args: list[str]) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------------- the tour
+
+
+def test_tour_encoding_steps_at_small_size(tmp_path, monkeypatch, capsys):
+    """The main job's encoding steps (`omni-encoders --size small`: the tour is the default command)."""
+    from omni_encoders import cli
+
+    monkeypatch.setenv("OMNI_ENCODERS_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["--size", "small", "--steps", "vision,video,audio,tts"]) == 0
+    output = capsys.readouterr().out
+    assert output.count("outputs finite: True") == 3
+    assert "pixel_values (1, 3, 224, 224) -> TiTok tokens (1, 64, 192)" in output
+    assert "frame_mask [[1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0, 0]]" in output
+    assert "(L2 norms [1.0, 1.0])" in output and "streaming: 4 chunks" in output
+    steps = [line for line in output.splitlines() if line.startswith("train step")]
+    losses = [float(line.split(": loss ")[1].split()[0]) for line in steps]
+    assert len(losses) == 5 and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", ","], "unknown tour steps"),
+        (["--steps", "vision,bogus"], r"unknown tour steps \['bogus'\]"),
+        (["--train-epochs", "0"], "must be > 0"),
+        (["encode-image", "/nonexistent.jpg"], "cannot read an image"),
+    ],
+)
+def test_cli_rejects_bad_arguments(argv, message, capsys):
+    from omni_encoders import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and re.search(message, capsys.readouterr().err)
 
 
 def test_tour_trains_a_digit_classifier_and_serves_it_through_the_pipeline(tmp_path, monkeypatch, capsys):

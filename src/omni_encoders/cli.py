@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -436,6 +437,23 @@ def train_digit_classifier(output_dir: str, epochs: float = 15, seed: int = 42) 
     return {**report, "num_train": len(dataset["train"]), "num_test": len(dataset["test"])}
 
 
+@contextlib.contextmanager
+def _one_thread_without_progress_bars():
+    """The tour's training steps: their models are tiny, so a second intra-op thread adds synchronisation, not speed
+    (and stalls on a busy machine); `Trainer`'s progress bars would drown the tour's output. Both are restored."""
+    import transformers
+
+    threads, progress_bars = torch.get_num_threads(), transformers.utils.logging.is_progress_bar_enabled()
+    torch.set_num_threads(1)
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if progress_bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
 def tour_train_vision(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -444,46 +462,35 @@ def tour_train_vision(args: argparse.Namespace) -> None:
     from .data import build_digit_images
 
     _banner("Training a small digit classifier (Trainer, datasets, evaluate)")
-    # The model is tiny: a second intra-op thread adds synchronisation, not speed (and stalls on a busy machine).
-    import transformers
+    with _one_thread_without_progress_bars(), tempfile.TemporaryDirectory() as scratch:
+        output_dir = args.output_dir or scratch
+        report = train_digit_classifier(output_dir, epochs=args.train_epochs)
+        print(f"trained {report['parameters'] / 1e6:.2f} M parameters from scratch on {report['num_train']} "
+              f"digits: {report['steps']} steps in {report['train_seconds']:.0f} s")  # fmt: skip
+        print("training loss: " + " -> ".join(f"{loss:.2f}" for loss in report["losses"]))
+        print(f"Trainer.evaluate on the {report['num_test']} held-out digits: "
+              f"accuracy {report['eval_accuracy']:.3f}")  # fmt: skip
 
-    threads, progress_bars = torch.get_num_threads(), transformers.utils.logging.is_progress_bar_enabled()
-    torch.set_num_threads(1)
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            output_dir = args.output_dir or scratch
-            report = train_digit_classifier(output_dir, epochs=args.train_epochs)
-            print(f"trained {report['parameters'] / 1e6:.2f} M parameters from scratch on {report['num_train']} "
-                  f"digits: {report['steps']} steps in {report['train_seconds']:.0f} s")  # fmt: skip
-            print("training loss: " + " -> ".join(f"{loss:.2f}" for loss in report["losses"]))
-            print(f"Trainer.evaluate on the {report['num_test']} held-out digits: "
-                  f"accuracy {report['eval_accuracy']:.3f}")  # fmt: skip
-
-            # Use it like any transformers classifier: Auto classes and the pipeline, from the saved folder.
-            model = AutoModelForImageClassification.from_pretrained(output_dir)
-            classifier = pipeline(
-                "image-classification", model=model, image_processor=AutoImageProcessor.from_pretrained(output_dir),
-                device="cpu",
-            )  # fmt: skip
-            held_out = build_digit_images(image_size=32)["test"]
-            predictions = classifier(list(held_out["image"]), batch_size=64)
-            names = held_out.features["label"].names
-            true_labels = [names[label] for label in held_out["label"]]
-            correct = [top[0]["label"] == label for top, label in zip(predictions, true_labels, strict=True)]
-            accuracy = sum(correct) / len(correct)
-            print(f"{type(model).__name__} via pipeline('image-classification'): accuracy {accuracy:.3f} on "
-                  f"{len(correct)} held-out digits; first prediction {predictions[0][0]['label']!r} "
-                  f"(score {predictions[0][0]['score']:.2f}), true {true_labels[0]!r}")  # fmt: skip
-            if args.output_dir:
-                print(f"saved to {args.output_dir}: pipeline('image-classification', model={args.output_dir!r})")
-            # Trainer evaluated under bf16 autocast, the pipeline in float32: a borderline digit may flip, not more.
-            if abs(accuracy - report["eval_accuracy"]) > 0.01:
-                raise SystemExit("the pipeline and Trainer.evaluate disagree on the held-out accuracy")
-    finally:
-        torch.set_num_threads(threads)
-        if progress_bars:
-            transformers.utils.logging.enable_progress_bar()
+        # Use it like any transformers classifier: Auto classes and the pipeline, from the saved folder.
+        model = AutoModelForImageClassification.from_pretrained(output_dir)
+        classifier = pipeline(
+            "image-classification", model=model, image_processor=AutoImageProcessor.from_pretrained(output_dir),
+            device="cpu",
+        )  # fmt: skip
+        held_out = build_digit_images(image_size=32)["test"]
+        predictions = classifier(list(held_out["image"]), batch_size=64)
+        names = held_out.features["label"].names
+        true_labels = [names[label] for label in held_out["label"]]
+        correct = [top[0]["label"] == label for top, label in zip(predictions, true_labels, strict=True)]
+        accuracy = sum(correct) / len(correct)
+        print(f"{type(model).__name__} via pipeline('image-classification'): accuracy {accuracy:.3f} on "
+              f"{len(correct)} held-out digits; first prediction {predictions[0][0]['label']!r} "
+              f"(score {predictions[0][0]['score']:.2f}), true {true_labels[0]!r}")  # fmt: skip
+        if args.output_dir:
+            print(f"saved to {args.output_dir}: pipeline('image-classification', model={args.output_dir!r})")
+        # Trainer evaluated under bf16 autocast, the pipeline in float32: a borderline digit may flip, not more.
+        if abs(accuracy - report["eval_accuracy"]) > 0.01:
+            raise SystemExit("the pipeline and Trainer.evaluate disagree on the held-out accuracy")
 
 
 def train_spoken_digit_classifier(output_dir: str, epochs: float = 30, seed: int = 42) -> dict:
@@ -538,40 +545,31 @@ def tour_train_audio(args: argparse.Namespace) -> None:
     import tempfile
 
     import soundfile
-    import transformers
     from transformers import pipeline
 
     _banner("Training a small spoken-digit classifier (Trainer, datasets, evaluate)")
-    threads, progress_bars = torch.get_num_threads(), transformers.utils.logging.is_progress_bar_enabled()
-    torch.set_num_threads(1)  # a tiny model: see tour_train_vision
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            output_dir = os.path.join(args.output_dir, "spoken_digits") if args.output_dir else scratch
-            report = train_spoken_digit_classifier(output_dir, epochs=args.train_epochs * 2)
-            held_out = report["held_out"]
-            print(f"trained {report['parameters'] / 1e6:.2f} M parameters from scratch on {report['num_train']} "
-                  f"clips of {report['num_train_voices']} voices: {report['steps']} steps in "
-                  f"{report['train_seconds']:.0f} s")  # fmt: skip
-            print("training loss: " + " -> ".join(f"{loss:.2f}" for loss in report["losses"]))
-            print(f"Trainer.evaluate on {len(held_out)} clips of {len(set(held_out['voice']))} voices it never "
-                  f"heard: accuracy {report['eval_accuracy']:.3f} (chance 0.1)")  # fmt: skip
+    with _one_thread_without_progress_bars(), tempfile.TemporaryDirectory() as scratch:
+        output_dir = os.path.join(args.output_dir, "spoken_digits") if args.output_dir else scratch
+        report = train_spoken_digit_classifier(output_dir, epochs=args.train_epochs * 2)
+        held_out = report["held_out"]
+        print(f"trained {report['parameters'] / 1e6:.2f} M parameters from scratch on {report['num_train']} "
+              f"clips of {report['num_train_voices']} voices: {report['steps']} steps in "
+              f"{report['train_seconds']:.0f} s")  # fmt: skip
+        print("training loss: " + " -> ".join(f"{loss:.2f}" for loss in report["losses"]))
+        print(f"Trainer.evaluate on {len(held_out)} clips of {len(set(held_out['voice']))} voices it never "
+              f"heard: accuracy {report['eval_accuracy']:.3f} (chance 0.1)")  # fmt: skip
 
-            # The saved folder serves the pipeline, like any transformers audio classifier; here on a wav file.
-            classifier = pipeline("audio-classification", model=output_dir, device="cpu")
-            clip = held_out[0]["audio"]
-            wav_path = os.path.join(scratch, "held_out.wav")
-            soundfile.write(wav_path, clip["array"], int(clip["sampling_rate"]))
-            top = classifier(wav_path)[0]
-            true_label = held_out.features["label"].names[held_out[0]["label"]]
-            print(f"{type(classifier.model).__name__} via pipeline('audio-classification') on a wav file of "
-                  f"{held_out[0]['voice']!r}: {top['label']!r} (score {top['score']:.2f}), true {true_label!r}")
-            if args.output_dir:
-                print(f"saved to {output_dir}: pipeline('audio-classification', model={output_dir!r})")
-    finally:
-        torch.set_num_threads(threads)
-        if progress_bars:
-            transformers.utils.logging.enable_progress_bar()
+        # The saved folder serves the pipeline, like any transformers audio classifier; here on a wav file.
+        classifier = pipeline("audio-classification", model=output_dir, device="cpu")
+        clip = held_out[0]["audio"]
+        wav_path = os.path.join(scratch, "held_out.wav")
+        soundfile.write(wav_path, clip["array"], int(clip["sampling_rate"]))
+        top = classifier(wav_path)[0]
+        true_label = held_out.features["label"].names[held_out[0]["label"]]
+        print(f"{type(classifier.model).__name__} via pipeline('audio-classification') on a wav file of "
+              f"{held_out[0]['voice']!r}: {top['label']!r} (score {top['score']:.2f}), true {true_label!r}")
+        if args.output_dir:
+            print(f"saved to {output_dir}: pipeline('audio-classification', model={output_dir!r})")
 
 
 TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
@@ -584,7 +582,17 @@ TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
 }
 
 
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in ("tour", "encode-image", "-h", "--help"):
+        argv = ["tour", *argv]  # the tour is the default command: `omni-encoders --size small` runs it
     parser = argparse.ArgumentParser(prog="omni-encoders", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
 
@@ -593,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     tour.add_argument("--size", choices=["full", "small"], default="full", help="model size for the encoding steps")
     tour.add_argument("--dtype", choices=list(DTYPES), default="bf16")
     tour.add_argument(
-        "--train-epochs", type=float, default=15,
+        "--train-epochs", type=_positive_float, default=15,
         help="epochs of train-vision; train-audio runs twice as many on its smaller dataset",
     )  # fmt: skip
     tour.add_argument("--output-dir", help="keep the models of the train-* steps here (default: a temporary folder)")
@@ -604,19 +612,21 @@ def main(argv: list[str] | None = None) -> int:
     encode.add_argument("--dtype", choices=list(DTYPES), default="bf16")
 
     args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["tour", *(argv or [])])
 
     if args.command == "encode-image":
         import PIL.Image
 
-        print(encode_image(PIL.Image.open(args.path), size=args.size, dtype=DTYPES[args.dtype]))
+        try:
+            image = PIL.Image.open(args.path)
+        except (OSError, PIL.UnidentifiedImageError) as error:
+            encode.error(f"cannot read an image from {args.path!r}: {error}")
+        print(encode_image(image, size=args.size, dtype=DTYPES[args.dtype]))
         return 0
 
     steps = [step.strip() for step in args.steps.split(",") if step.strip()]
     unknown = [step for step in steps if step not in TOUR_STEPS]
-    if unknown:
-        parser.error(f"unknown tour steps {unknown}; choose from {list(TOUR_STEPS)}")
+    if unknown or not steps:
+        tour.error(f"unknown tour steps {unknown or [args.steps]}; choose from {list(TOUR_STEPS)}")
     start = time.perf_counter()
     for step in steps:
         TOUR_STEPS[step](args)
