@@ -966,6 +966,21 @@ def test_vision_tower_conversion_of_raw_weights_in_the_4x_nested_layout(tmp_path
     assert card.data.base_model is None  # a local source is not a Hub id
 
 
+def test_conversion_cli_rejects_misspelt_config_arguments_and_missing_sources(tmp_path, capsys):
+    save_tower("siglip-full", tmp_path / "source")
+    for bad in ("num_token=64", "bogus_key=3"):
+        with pytest.raises(SystemExit):
+            vision_tower_cli.main([str(tmp_path / "source"), str(tmp_path / "out"), "--set", bad])
+        assert "is not an argument of the omni_vision config" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        reference_cli.main([str(tmp_path / "ref.pt"), str(tmp_path / "out"), "--set", "num_tokns=2"])
+    message = "'num_tokns' is not an argument of the omni_vision config. Did you mean num_tokens?"
+    assert message in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        convert_vision_tower(tmp_path / "missing", tmp_path / "out")
+
+
 def test_vision_tower_conversion_keeps_the_source_normalisation(tmp_path):
     save_tower("clip-vision", tmp_path / "source")
     (tmp_path / "source" / "preprocessor_config.json").write_text(

@@ -12,6 +12,8 @@ shape stops the conversion with a `ValueError` that lists every mismatch. [`save
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
 import re
@@ -37,6 +39,10 @@ def resolve_checkpoint(source: str | os.PathLike, **hub_kwargs) -> Path:
     path = Path(source)
     if path.exists():
         return path
+    text = str(source)
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1
+    if looks_local or path.suffix in (".safetensors", *PICKLE_SUFFIXES):
+        raise FileNotFoundError(f"{text}: no such file or folder (and not a Hub repo id of the form 'org/name').")
     from huggingface_hub import snapshot_download
 
     folder = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors"], **hub_kwargs))
@@ -410,14 +416,25 @@ def save_converted(
     return output_dir
 
 
-def parse_overrides(pairs: Sequence[str]) -> dict:
+def parse_overrides(pairs: Sequence[str], model_type: str | None = None) -> dict:
     """`["num_tokens=64", "hidden_act=gelu"]` -> `{"num_tokens": 64, "hidden_act": "gelu"}` (values parsed as JSON when
-    they are JSON)."""
+    they are JSON). With `model_type`, every key must be an argument of that model type's config: a misspelt key
+    would otherwise be stored in `config.json` and ignored."""
+    known = None
+    if model_type is not None:
+        from transformers import CONFIG_MAPPING
+
+        known = {field.name for field in dataclasses.fields(CONFIG_MAPPING[model_type])}
+        known |= {"num_labels", "attn_implementation"}  # `PreTrainedConfig` arguments that are not fields
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"Expected KEY=VALUE, got {pair!r}.")
+        if known is not None and key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"{key!r} is not an argument of the {model_type} config.{hint}")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:

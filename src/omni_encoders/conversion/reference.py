@@ -555,11 +555,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-id", help="Hub id the model card's snippets use (default: the output folder's name)")
     args = parser.parse_args(argv)
     config = json.loads(Path(args.config).read_text()) if args.config else {}
+    try:
+        overrides = parse_overrides(args.set, args.model_type)
+    except ValueError as error:
+        parser.error(f"--set: {error}")
     _, report = convert_reference_checkpoint(
         args.checkpoint,
         args.output_dir,
         model_type=args.model_type,
-        config={**config, **parse_overrides(args.set)},
+        config={**config, **overrides},
         dtype=DTYPES.get(args.dtype),
         model_id=args.model_id,
     )

@@ -239,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="dtype of the saved weights (default: the source's)")
     parser.add_argument("--model-id", help="Hub id the model card's snippets use (default: the output folder's name)")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set, args.model_type)
+    except ValueError as error:
+        parser.error(f"--set: {error}")
     _, report = convert_vision_tower(
         args.source,
         args.output_dir,
@@ -246,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         backbone_config=args.backbone_config,
         dtype=DTYPES.get(args.dtype),
         model_id=args.model_id,
-        **parse_overrides(args.set),
+        **overrides,
     )
     print(report)
     print(f"Saved to {args.output_dir}")
