@@ -13,7 +13,7 @@ computed with `omni_encoders.metrics.load("accuracy")`. By default the model is 
 works on it. Run it as a script or with accelerate:
 
     python examples/image_classification.py --output_dir runs/image_classification
-    accelerate launch --num_processes 2 --cpu examples/image_classification.py --output_dir runs/ic \\
+    accelerate launch --multi_gpu --num_processes 2 examples/image_classification.py --output_dir runs/ic \\
         --per_device_train_batch_size 16
 
 (the second keeps the global batch at 32). `docs/RESULTS.md` lists the commands, times and accuracies measured.
@@ -30,7 +30,7 @@ from transformers import AutoModelForImageClassification, Trainer, TrainingArgum
 from omni_encoders import OmniVisionConfig, OmniVisionForImageClassification, OmniVisionImageProcessor
 from omni_encoders.data import build_digit_images
 from omni_encoders.training import ImageClassificationTransform, classification_metrics
-from recipe_utils import run_training, start_recipe
+from recipe_utils import run_training, select_first, start_recipe
 
 
 logger = logging.getLogger(__name__)
@@ -133,10 +133,8 @@ def make_trainer(
             cache_dir=data_args.dataset_cache_dir,
         )
     train_dataset, eval_dataset = dataset["train"], dataset["test"]
-    if data_args.max_train_samples is not None:
-        train_dataset = train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
-    if data_args.max_eval_samples is not None:
-        eval_dataset = eval_dataset.select(range(min(data_args.max_eval_samples, len(eval_dataset))))
+    train_dataset = select_first(train_dataset, data_args.max_train_samples)
+    eval_dataset = select_first(eval_dataset, data_args.max_eval_samples)
 
     if model_args.model_name_or_path is not None:
         image_processor = OmniVisionImageProcessor.from_pretrained(model_args.model_name_or_path)

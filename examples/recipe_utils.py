@@ -89,7 +89,7 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | bool | None:
     if os.path.isdir(training_args.output_dir):
         last = get_last_checkpoint(training_args.output_dir)
         if last is not None:
-            logger.info(f"Resuming from {last} (pass another --output_dir to start afresh).")
+            logger.warning(f"Resuming from {last} (pass another --output_dir to start afresh).")
         return last
     return None
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from recipe_utils import run_training, start_recipe
+from recipe_utils import run_training, select_first, start_recipe
 from transformers import AutoModelForTextToWaveform, AutoProcessor, Trainer, TrainingArguments
 
 from omni_encoders import (
@@ -157,7 +157,7 @@ class DataArguments:
 def variance_statistics(dataset, feature_extractor: OmniAudioDecoderFeatureExtractor, limit: int = 64) -> dict:
     """Mean and std of log-F0 (voiced frames) and of `log1p(energy)` over the first `limit` utterances, to
     standardise the model's pitch and energy targets (the config's defaults are generic)."""
-    rows = dataset.select(range(min(limit, len(dataset))))
+    rows = select_first(dataset, limit)
     features = feature_extractor([audio["array"] for audio in rows["audio"]], sampling_rate=16000)
     valid = np.asarray(features["labels_attention_mask"], dtype=bool)
     pitch = np.asarray(features["pitch_labels"])[valid]
@@ -214,10 +214,8 @@ def load_data(data_args: DataArguments, training_args: TrainingArguments):
             cache_dir=data_args.dataset_cache_dir,
         )
     train_dataset, eval_dataset = dataset["train"], dataset["test_seen_voices"]
-    if data_args.max_train_samples is not None:
-        train_dataset = train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
-    if data_args.max_eval_samples is not None:
-        eval_dataset = eval_dataset.select(range(min(data_args.max_eval_samples, len(eval_dataset))))
+    train_dataset = select_first(train_dataset, data_args.max_train_samples)
+    eval_dataset = select_first(eval_dataset, data_args.max_eval_samples)
     return train_dataset, eval_dataset
 
 

@@ -43,7 +43,7 @@ from transformers import AutoModelForVideoClassification, Trainer, TrainingArgum
 from omni_encoders import OmniVideoConfig, OmniVideoForVideoClassification, OmniVideoVideoProcessor
 from omni_encoders.data import build_moving_digit_videos
 from omni_encoders.training import VideoClassificationTransform, classification_metrics
-from recipe_utils import run_training, start_recipe
+from recipe_utils import run_training, select_first, start_recipe
 
 
 logger = logging.getLogger(__name__)
@@ -204,10 +204,8 @@ def make_trainer(
         )
     labels = dataset["train"].features["label"].names
     train_dataset, eval_dataset = dataset["train"], dataset["test"]
-    if data_args.max_train_samples is not None:
-        train_dataset = train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
-    if data_args.max_eval_samples is not None:
-        eval_dataset = eval_dataset.select(range(min(data_args.max_eval_samples, len(eval_dataset))))
+    train_dataset = select_first(train_dataset, data_args.max_train_samples)
+    eval_dataset = select_first(eval_dataset, data_args.max_eval_samples)
 
     if model_args.model_name_or_path is not None:
         video_processor = OmniVideoVideoProcessor.from_pretrained(model_args.model_name_or_path)

@@ -78,8 +78,9 @@ class VideoClassificationTransform:
         ).with_format("torch")
 
     Args:
-        video_processor: e.g. an [`OmniVideoVideoProcessor`]. Its settings (`num_frames`, `size`, ...) apply, so the
-            training inputs are what the `video-classification` pipeline gives the model.
+        video_processor: e.g. an [`OmniVideoVideoProcessor`]. Its settings (`num_frames`, `size`, ...) apply. Keep
+            its `num_frames` equal to the model config's: the `video-classification` pipeline samples
+            `model.config.num_frames` frames whatever the processor says, so that is what the model is served.
         video_column (`str`, defaults to `"video"`): paths of video files, or decoded videos (`[T, H, W, C]` arrays or
             lists of frames).
         label_column (`str`, defaults to `"label"`): class indices.
