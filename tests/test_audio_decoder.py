@@ -886,7 +886,8 @@ def test_gan_trainer_resumes_the_discriminators_and_their_optimizer(real_speech,
     first = gan_trainer(max_steps=1)
     first.train()
     checkpoint = tmp_path / "checkpoint-1"
-    assert (checkpoint / "discriminators.safetensors").exists() and (checkpoint / "discriminator_optimizer.pt").exists()
+    assert (checkpoint / "discriminators.safetensors").exists()
+    assert (checkpoint / "discriminator_optimizer.pt").exists()
     saved = {name: p.detach().clone() for name, p in first.discriminators.named_parameters()}
     resumed = gan_trainer(max_steps=2)
     resumed.train(resume_from_checkpoint=str(checkpoint))

@@ -266,8 +266,12 @@ class OmniAudioDecoderConfig(PreTrainedConfig):
         if not 0.0 <= self.f_min < f_max <= nyquist:
             raise ValueError(f"Need 0 <= f_min < f_max <= sampling_rate / 2, got f_min={self.f_min}, f_max={f_max}.")
         validate_vocoder_layout(
-            self.n_mels, self.vocoder_initial_channels, self.vocoder_upsample_rates,
-            self.vocoder_upsample_kernel_sizes, self.vocoder_resblock_kernel_sizes, self.vocoder_resblock_dilation_sizes,
+            self.n_mels,
+            self.vocoder_initial_channels,
+            self.vocoder_upsample_rates,
+            self.vocoder_upsample_kernel_sizes,
+            self.vocoder_resblock_kernel_sizes,
+            self.vocoder_resblock_dilation_sizes,
         )
         if math.prod(self.vocoder_upsample_rates) != self.hop_length:
             raise ValueError(
