@@ -102,6 +102,31 @@ def test_attention_implementations_agree():
     assert max_abs_diff(eager_cross, sdpa_cross) < 1e-5
 
 
+def test_causal_attention_without_a_mask_is_causal_with_every_implementation():
+    """`is_causal=True` and no mask: eager masks the future as sdpa does (top-left aligned for cross-attention too)."""
+    torch.manual_seed(0)
+    attn = OmniAttention(_Config("eager"), hidden_size=32, num_heads=4, is_causal=True).eval()
+    x, ctx = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    eager_self, weights = attn(x)
+    eager_cross, cross_weights = attn(x, key_value_states=ctx)
+    assert torch.equal(weights, weights.tril()) and weights[..., 1, 0].gt(0).all()
+    assert torch.equal(cross_weights, cross_weights.tril())
+    future = x.clone()
+    future[:, -1] += 1.0
+    assert torch.equal(attn(future)[0][:, :-1], eager_self[:, :-1])  # earlier positions do not see the last one
+    attn.config._attn_implementation = "sdpa"
+    assert max_abs_diff(attn(x)[0], eager_self) < 1e-5
+    assert max_abs_diff(attn(x, key_value_states=ctx)[0], eager_cross) < 1e-5
+    # With a mask, the mask alone decides (as in sdpa); a single query attends to every key.
+    full = torch.ones(1, 1, 5, 5, dtype=torch.bool)
+    bidirectional = attn(x, attention_mask=full)[0]
+    attn.config._attn_implementation = "eager"
+    assert max_abs_diff(attn(x, attention_mask=full)[0], bidirectional) < 1e-5
+    assert max_abs_diff(bidirectional, eager_self) > 1e-3
+    _, single_weights = attn(x[:, :1], key_value_states=ctx)
+    assert single_weights.gt(0).all()
+
+
 def _latent_attention(impl="eager"):
     return OmniLatentAttention(
         _Config(impl), hidden_size=32, num_heads=4, num_key_value_heads=2, kv_lora_rank=8, qk_head_dim=12,

@@ -1,5 +1,9 @@
 """The vision encoder: config, model, heads, processor, Auto classes, pipelines, remote code and backbone loading."""
 
+import copy
+import json
+import warnings
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -15,8 +19,10 @@ from transformers import (
     SiglipModel,
     SiglipTextConfig,
     SiglipVisionConfig,
+    SiglipVisionModel,
     pipeline,
 )
+from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 from helpers import TINY_SIGLIP, max_abs_diff, run_without_package, tiny_vision_config
 from omni_encoders import (
@@ -24,7 +30,9 @@ from omni_encoders import (
     OmniVisionForImageClassification,
     OmniVisionImageProcessor,
     OmniVisionModel,
+    modeling_omni_vision,
 )
+from omni_encoders.modeling_omni_common import grid_positions
 
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -47,7 +55,17 @@ def test_default_config_is_the_spec_full_size():
     [
         ({"num_attention_heads": 5}, "divisible by num_attention_heads"),
         ({"num_attention_heads": 16}, "divisible by 4"),  # head_dim 2
+        ({"num_attention_heads": 0}, "num_attention_heads must be positive"),
+        ({"num_attention_heads": -4}, "num_attention_heads must be positive"),
+        ({"intermediate_size": 0}, "intermediate_size must be positive"),
         ({"num_tokens": -1}, "num_tokens"),
+        ({"num_hidden_layers": "2"}, "num_hidden_layers must be an integer"),
+        ({"num_tokens": 2.5}, "num_tokens must be an integer"),
+        ({"rope_theta": 0.0}, "rope_theta must be a positive"),
+        ({"rope_theta": -1.0}, "rope_theta must be a positive"),
+        ({"rope_theta": float("nan")}, "rope_theta must be a positive"),
+        ({"layer_norm_eps": -1e-6}, "layer_norm_eps must be a positive"),
+        ({"hidden_act": "foo"}, "Unknown hidden_act 'foo'"),
         ({"backbone_config": {"model_type": "bert"}}, "Unsupported backbone_config"),
         ({"attention_dropout": 1.5}, "attention_dropout"),
     ],
@@ -97,6 +115,8 @@ def test_bad_pixel_values_raise_clear_errors():
         model(torch.randn(1, 1, 28, 28))
     with pytest.raises(ValueError, match=r"\[batch, channels, height, width\]"):
         model(torch.randn(3, 28, 28))
+    with pytest.raises(ValueError, match="empty batch"):
+        model(torch.randn(0, 3, 28, 28))
 
 
 def test_outputs_hidden_states_attentions_and_tuples():
@@ -110,6 +130,35 @@ def test_outputs_hidden_states_attentions_and_tuples():
     assert torch.allclose(probs, torch.ones_like(probs), atol=1e-5)
     as_tuple = model(x, return_dict=False)
     assert torch.equal(as_tuple[0], out.last_hidden_state)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "flex_attention"])
+def test_attentions_are_returned_with_eager_attention_only(monkeypatch, implementation):
+    """As in transformers: another implementation returns no attention weights (an empty tuple, never `None`s), and
+    says so once."""
+    messages = []
+    monkeypatch.setattr(modeling_omni_vision.logger, "warning_once", messages.append)
+    model = OmniVisionModel(tiny_vision_config(attn_implementation=implementation)).eval()
+    with torch.no_grad():  # flex attention has no CPU backward
+        out = model(torch.randn(1, 3, 28, 28), output_attentions=True)
+    assert out.attentions == ()
+    assert len(messages) == 1 and "eager" in messages[0]
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 28, 28), output_attentions=True)
+    assert len(out.attentions) == 2 + 2 and all(a is not None for a in out.attentions)
+    assert len(messages) == 1
+
+
+def test_eager_block_keeps_attention_weights_only_when_asked():
+    model = OmniVisionModel(tiny_vision_config(attn_implementation="eager")).eval()
+    block, x = model.layers[0], torch.randn(1, 16, 32)
+    position_embeddings = model.rotary_emb(grid_positions((4, 4)))
+    a, b, weights = block(x, x, position_embeddings)
+    assert weights is None
+    a_with, b_with, weights = block(x, x, position_embeddings, output_attentions=True)
+    assert weights.shape == (1, 4, 32, 32)
+    assert torch.equal(a, a_with) and torch.equal(b, b_with)
 
 
 def test_dual_stream_queries_attend_to_both_streams():
@@ -141,6 +190,30 @@ def test_inference_is_memory_lean_and_gives_the_training_path_outputs():
         output = model(x)
     torch.testing.assert_close(output.last_hidden_state, expected.last_hidden_state)
     torch.testing.assert_close(output.patch_embeddings, expected.patch_embeddings)
+
+
+def test_fc1_forward_hooks_see_the_fc1_output_under_no_grad():
+    """The backbone's in-place activation would overwrite the tensor a forward hook on `fc1` holds: with hooks it runs
+    out of place (and in place, to save memory, without)."""
+    torch.manual_seed(0)
+    model = OmniVisionModel(tiny_vision_config()).eval()
+    mlp = model.backbone.encoder.layers[0].mlp
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        assert mlp.activation_fn(x) is x  # in place without hooks
+    captured = {}
+    handle = mlp.fc1.register_forward_hook(lambda module, args, output: captured.update(input=args[0], output=output))
+    with torch.no_grad():
+        assert mlp.activation_fn(x) is not x
+        model(torch.randn(1, 3, 28, 28))
+    expected = torch.nn.functional.linear(captured["input"], mlp.fc1.weight, mlp.fc1.bias)
+    assert torch.equal(captured["output"], expected)
+    handle.remove()
+    # A copy of the model watches the hooks of its own `fc1`.
+    copied = copy.deepcopy(model).backbone.encoder.layers[0].mlp
+    copied.fc1.register_forward_hook(lambda *args: None)
+    with torch.no_grad():
+        assert mlp.activation_fn(x) is x and copied.activation_fn(x) is not x
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "flex_attention"])
@@ -249,6 +322,44 @@ def test_processor_accepts_common_inputs(processor, image, batch):
     pixel_values = processor(image, return_tensors="pt").pixel_values
     assert pixel_values.shape == (batch, 3, 28, 28)
     assert torch.isfinite(pixel_values).all()
+
+
+@pytest.mark.parametrize(
+    "images, batch",
+    [
+        ([np.zeros((2, 40, 50, 3), np.uint8)], 2),
+        ([np.zeros((2, 40, 50, 3), np.uint8), np.zeros((1, 40, 50, 3), np.uint8)], 3),
+        ([torch.rand(2, 3, 40, 50)], 2),
+        ([[torch.rand(2, 3, 40, 50)], PIL.Image.new("RGB", (50, 40))], 3),
+    ],
+)
+def test_processor_flattens_lists_of_batches(processor, images, batch):
+    assert processor(images, return_tensors="pt").pixel_values.shape == (batch, 3, 28, 28)
+
+
+@pytest.mark.parametrize(
+    "flip",
+    [lambda image: image[..., ::-1], np.fliplr, lambda image: (image / 255.0).astype(np.float32)[::-1]],
+    ids=["bgr_to_rgb", "fliplr", "float_flipud"],
+)
+def test_processor_accepts_negatively_strided_arrays_like_siglip(processor, flip):
+    image = flip((np.random.RandomState(0).rand(40, 50, 3) * 255).astype(np.uint8))
+    expected = SiglipImageProcessorPil(size={"height": 28, "width": 28})(image, return_tensors="pt").pixel_values
+    assert torch.equal(processor(image, return_tensors="pt").pixel_values, expected)
+
+
+def test_processor_checks_values_without_warnings(processor):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        processor(PIL.Image.new("RGB", (50, 40)), return_tensors="pt")
+        processor(np.asarray(PIL.Image.new("RGB", (50, 40))), return_tensors="pt")  # a read-only array
+    assert not [w for w in caught if "writable" in str(w.message)]
+    nan_view = np.zeros((40, 50, 3), np.float32)
+    nan_view[3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        processor(nan_view[::-1, :, ::-1], return_tensors="pt")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        processor(torch.full((3, 40, 50), float("inf")), return_tensors="pt")
 
 
 def test_processor_normalises_like_siglip(processor):
@@ -369,3 +480,78 @@ def test_from_backbone_pretrained_loads_the_siglip_tower(tmp_path, full_checkpoi
         ours, _, _ = model.backbone_features(x)
         standalone = tower.eval()(x).last_hidden_state
     assert torch.equal(ours, standalone)
+
+
+def _save_siglip_tower(path, dtype=torch.float32):
+    torch.manual_seed(0)
+    tower = SiglipVisionModel(SiglipVisionConfig(**{k: v for k, v in TINY_SIGLIP.items() if k != "model_type"}))
+    tower.to(dtype).save_pretrained(path)
+    return tower.eval()
+
+
+def test_from_backbone_pretrained_reuses_the_loaded_tower(tmp_path, monkeypatch):
+    """The loaded tower is the backbone (with the model's in-place activations): no second backbone is built and
+    initialised; the model is in evaluation mode, as after `from_pretrained`."""
+    from omni_encoders.modeling_omni_common import OmniActivation
+
+    tower = _save_siglip_tower(tmp_path)
+    loaded = []
+    from_pretrained = AutoModel.from_pretrained
+
+    def spy(*args, **kwargs):
+        loaded.append(from_pretrained(*args, **kwargs))
+        return loaded[-1]
+
+    def no_new_backbone(*args, **kwargs):
+        raise AssertionError("a second backbone was built")
+
+    monkeypatch.setattr(AutoModel, "from_pretrained", spy)
+    monkeypatch.setattr(AutoModel, "from_config", no_new_backbone)
+    model = OmniVisionModel.from_backbone_pretrained(str(tmp_path), num_attention_heads=4, num_tokens=5)
+    assert len(loaded) == 1 and model.backbone is loaded[0]
+    assert model.backbone.config is model.config.backbone_config
+    assert not model.training
+    assert all(isinstance(layer.mlp.activation_fn, OmniActivation) for layer in model.backbone.encoder.layers)
+    x = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model.backbone_features(x)[0], tower(x).last_hidden_state)
+    monkeypatch.undo()
+    # The same from a tower at hand, whose config the model's config holds.
+    config = OmniVisionConfig(backbone_config=tower.config, num_attention_heads=4, num_tokens=5)
+    around_tower = OmniVisionModel(config, backbone=tower).eval()
+    assert around_tower.backbone is tower and tower.config._attn_implementation == config._attn_implementation
+    with torch.no_grad():
+        assert torch.equal(around_tower.backbone_features(x)[0], model.backbone_features(x)[0])
+    with pytest.raises(ValueError, match="model of `config.backbone_config`"):
+        OmniVisionModel(tiny_vision_config(), backbone=tower)
+
+
+def test_from_backbone_pretrained_passes_loading_options_to_the_tower(tmp_path):
+    _save_siglip_tower(tmp_path / "tower")
+    options = {"subfolder": "tower", "force_download": False, "local_files_only": True, "device_map": "cpu"}
+    model = OmniVisionModel.from_backbone_pretrained(
+        str(tmp_path), num_attention_heads=4, num_tokens=5, attn_implementation="eager", **options
+    )
+    assert model.config.num_tokens == 5
+    assert model.config._attn_implementation == model.backbone.config._attn_implementation == "eager"
+    model.save_pretrained(tmp_path / "omni")
+    saved = json.loads((tmp_path / "omni" / "config.json").read_text())
+    assert not set(options) & (set(saved) | set(saved["backbone_config"]))
+    with pytest.raises(TypeError, match="num_token"):  # a typo is not silently stored
+        OmniVisionModel.from_backbone_pretrained(str(tmp_path), subfolder="tower", num_attention_heads=4, num_token=5)
+
+
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [(None, torch.bfloat16), ("auto", torch.bfloat16), (torch.float32, torch.float32), (torch.float16, torch.float16)],
+)
+def test_from_backbone_pretrained_dtype_follows_from_pretrained(tmp_path, dtype, expected):
+    """Without `dtype`, the checkpoint's (as `AutoModel.from_pretrained` in transformers 5); the layers on top too."""
+    _save_siglip_tower(tmp_path, dtype=torch.bfloat16)
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    model = OmniVisionModel.from_backbone_pretrained(str(tmp_path), num_attention_heads=4, num_tokens=5, **kwargs)
+    assert AutoModel.from_pretrained(str(tmp_path), **kwargs).dtype == expected
+    assert {p.dtype for p in model.parameters()} == {expected} and model.config.dtype == expected
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 28, 28, dtype=expected))
+    assert out.last_hidden_state.dtype == expected and torch.isfinite(out.last_hidden_state).all()

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
+from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
 
 
@@ -21,6 +24,10 @@ SIGLIP_SO400M_PATCH14_384 = {
     "patch_size": 14,
     "vision_use_head": False,
 }
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @strict
@@ -45,13 +52,15 @@ class OmniVisionConfig(PreTrainedConfig):
         intermediate_size (`int`, *optional*):
             Width of the feed-forward layers; defaults to 4 × the hidden size.
         hidden_act (`str`, *optional*, defaults to `"gelu_pytorch_tanh"`):
-            Activation of the feed-forward layers.
+            Activation of the feed-forward layers, a name in transformers' `ACT2FN`.
         num_tokens (`int`, *optional*, defaults to 256):
-            Number of TiTok output tokens (the spec's table says 64, its TiTok section 256; see the README).
+            Number of TiTok output tokens (the spec's table says 64, its TiTok section 256; see the README). `0`
+            disables the token compressor: the model then has no compressor weights and its `last_hidden_state` is
+            the patch embeddings, `[batch_size, grid_height * grid_width, hidden_size]`.
         rope_theta (`float`, *optional*, defaults to 10000.0):
-            Base of the 2D rotary embedding.
+            Base of the 2D rotary embedding (positive).
         layer_norm_eps (`float`, *optional*, defaults to 1e-6):
-            Epsilon of the LayerNorms.
+            Epsilon of the LayerNorms (positive).
         attention_dropout (`float`, *optional*, defaults to 0.0):
             Dropout on attention probabilities in training.
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -108,6 +117,16 @@ class OmniVisionConfig(PreTrainedConfig):
         self._validate()
 
     def _validate(self):
+        for name in ("num_hidden_layers", "num_attention_heads", "intermediate_size", "num_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):  # bool is an int subclass
+                raise ValueError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}.")
+        for name in ("num_hidden_layers", "num_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("num_attention_heads", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"The backbone's hidden size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -118,13 +137,19 @@ class OmniVisionConfig(PreTrainedConfig):
                 f"The head dimension ({self.hidden_size // self.num_attention_heads}) must be divisible by 4 so that "
                 "the 2D rotary embedding can give x and y an equal number of frequency pairs."
             )
-        for name in ("num_hidden_layers", "num_tokens"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.num_attention_heads <= 0 or self.intermediate_size <= 0:
-            raise ValueError("num_attention_heads and intermediate_size must be positive.")
-        if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.classifier_dropout < 1.0:
-            raise ValueError("attention_dropout and classifier_dropout must be in [0, 1).")
+        for name in ("rope_theta", "layer_norm_eps"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"Unknown hidden_act {self.hidden_act!r}; expected one of transformers' activations: "
+                f"{', '.join(sorted(ACT2FN))}."
+            )
+        for name in ("attention_dropout", "classifier_dropout"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}.")
 
     @property
     def hidden_size(self) -> int:

@@ -11,12 +11,10 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 
 
 def _as_image_list(images) -> list:
-    """Flatten the accepted layouts (one image, a list, a batched array) into a list of single images."""
+    """Flatten the accepted layouts (one image, a batched array, lists of any of these, nested) into a list of single
+    images."""
     if isinstance(images, (list, tuple)):
-        flat = []
-        for image in images:
-            flat.extend(_as_image_list(image) if isinstance(image, (list, tuple)) else [image])
-        return flat
+        return [image for item in images for image in _as_image_list(item)]
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
         return list(images)
     return [images]
@@ -50,16 +48,21 @@ def validate_image(image, index: int = 0):
             f"Image {index} has shape {tuple(image.shape)}: neither the first nor the last axis is a channel axis of "
             "1 (grayscale), 3 (RGB) or 4 (RGBA) channels."
         )
-    values = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
-    if values.is_floating_point() and not torch.isfinite(values).all():
+    if isinstance(image, torch.Tensor):
+        has_non_finite = image.is_floating_point() and not torch.isfinite(image).all()
+    else:  # any strides (e.g. a BGR -> RGB view `image[..., ::-1]`), read-only arrays included
+        has_non_finite = np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all()
+    if has_non_finite:
         raise ValueError(f"Image {index} contains NaN or infinite values.")
     return image
 
 
 class OmniVisionImageProcessor(SiglipImageProcessorPil):
     r"""
-    Image processor for [`OmniVisionModel`]: resizes to the backbone's resolution (bicubic), rescales to [0, 1] and
-    normalises with mean = std = 0.5 (SigLIP's statistics), converting grayscale and RGBA inputs to RGB.
+    Image processor for [`OmniVisionModel`]: resizes to `size` (bicubic; 384×384 by default, the resolution of the
+    default SigLIP so400m-patch14-384 backbone: set it to the `image_size` of another backbone, the model accepts any
+    size of at least one patch), rescales to [0, 1] and normalises with mean = std = 0.5 (SigLIP's statistics),
+    converting grayscale and RGBA inputs to RGB.
 
     Accepts PIL images, numpy arrays and torch tensors (`(H, W)`, `(H, W, C)` or `(C, H, W)`, or a batch of them with a
     leading batch axis), paths/URLs, and lists of any of these. Returns `pixel_values [B, 3, H, W]`.

@@ -161,8 +161,17 @@ def eager_attention_forward(
     """Reference attention. `query [B, H, Lq, D]`, `key/value [B, KVH, Lk, D]`; `attention_mask` is additive (float,
     as made by transformers' mask utilities for `eager`) or boolean (True = attend), broadcastable to `[B, H, Lq, Lk]`.
 
+    Without a mask, a causal module (`module.is_causal`, or an `is_causal` keyword argument) attends causally over more
+    than one query, with the top-left alignment of `torch.nn.functional.scaled_dot_product_attention`, as transformers'
+    `sdpa` attention does.
+
     Returns `(output [B, Lq, H, Dv], weights [B, H, Lq, Lk])`.
     """
+    is_causal = kwargs.get("is_causal")
+    is_causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
+    query_length, key_length = query.shape[2], key.shape[2]
+    if attention_mask is None and is_causal and query_length > 1:
+        attention_mask = torch.ones(query_length, key_length, dtype=torch.bool, device=query.device).tril()
     n_rep = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
     attn_weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
@@ -218,6 +227,8 @@ class OmniAttention(nn.Module):
         num_key_value_heads: key/value heads (defaults to `num_heads`; must divide it).
         bias: whether the projections have biases.
         attention_dropout: dropout on attention probabilities in training.
+        is_causal: attend causally when no `attention_mask` is given, with `eager` and `sdpa` attention (with a mask,
+            the mask alone decides).
     """
 
     def __init__(

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_omni_vision import OmniVisionConfig
 from .modeling_omni_common import (
@@ -23,6 +24,8 @@ from .modeling_omni_common import (
     dispatch_attention,
     grid_positions,
 )
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -38,10 +41,14 @@ class OmniVisionModelOutput(ModelOutput):
         patch_embeddings (`torch.FloatTensor` of shape `(batch_size, grid_height * grid_width, hidden_size)`):
             Patch features after the dual-stream blocks (streams averaged) and the final LayerNorm, row-major.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
-            The backbone's hidden states followed by the (stream-averaged) output of every dual-stream block.
+            The backbone's hidden states followed by the (stream-averaged) output of every dual-stream block,
+            `(batch_size, num_patches, hidden_size)`. With a CLIP backbone, the backbone's hidden states include its
+            class token first: `num_patches + 1` tokens, one more than the entries of the dual-stream blocks.
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
             The backbone's attention weights followed by the joint attention weights of every dual-stream block,
-            `(batch_size, num_heads, 2 * num_patches, 2 * num_patches)`. Eager attention only.
+            `(batch_size, num_heads, 2 * num_patches, 2 * num_patches)`. Eager attention only, as in transformers: with
+            another implementation the dual-stream blocks add no entries (and with `sdpa` the backbone none either,
+            the tuple is empty).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -81,12 +88,14 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         hidden_states_a: torch.Tensor,
         hidden_states_b: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        output_attentions: bool = False,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """
         Args:
             hidden_states_a, hidden_states_b: `[B, N, D]` the two streams over the same `N` patches.
             position_embeddings: `(cos, sin)` `[N, head_dim]` for the patch grid, shared by both streams.
+            output_attentions: return the joint attention weights (eager attention only); they are not kept otherwise.
 
         Returns:
             `(stream a [B, N, D], stream b [B, N, D], joint attention weights [B, H, 2N, 2N] or None)`.
@@ -107,16 +116,40 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         del value_a, value_b
         output_a, weights_a = dispatch_attention(attn_a, query_a, key, value, **kwargs)
         del query_a
+        if not output_attentions:
+            weights_a = None  # eager's `[B, H, N, 2N]` probabilities: not kept while stream b attends
         hidden_states_a = hidden_states_a + attn_a.o_proj(output_a)
         del output_a
         output_b, weights_b = dispatch_attention(attn_b, query_b, key, value, **kwargs)
         del query_b, key, value
         hidden_states_b = hidden_states_b + attn_b.o_proj(output_b)
         del output_b
-        attn_weights = None if weights_a is None else torch.cat([weights_a, weights_b], dim=2)
+        attn_weights = None
+        if output_attentions and weights_a is not None:
+            attn_weights = torch.cat([weights_a, weights_b], dim=2)
+        del weights_a, weights_b
         hidden_states_a = hidden_states_a + self.stream_a.mlp(self.stream_a.post_attention_layernorm(hidden_states_a))
         hidden_states_b = hidden_states_b + self.stream_b.mlp(self.stream_b.post_attention_layernorm(hidden_states_b))
         return hidden_states_a, hidden_states_b, attn_weights
+
+
+class OmniBackboneActivation(OmniActivation):
+    """[`OmniActivation`] in a backbone feed-forward layer `fc1 -> activation_fn -> fc2`.
+
+    Applied in place without autograd, the activation overwrites the output of `fc1`, which a forward hook on `fc1`
+    may have kept (e.g. to extract features). While `fc1` has forward hooks, the activation therefore runs out of
+    place, and the hooks see `fc1`'s own output.
+    """
+
+    def __init__(self, name: str, fc1: nn.Module):
+        super().__init__(name)
+        # Not a submodule (the feed-forward layer owns `fc1`, and its weights): only its forward hooks are read.
+        self.__dict__["_fc1"] = fc1
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self._fc1._forward_hooks:
+            return self.act(hidden_states)
+        return super().forward(hidden_states)
 
 
 class OmniVisionPreTrainedModel(OmniPreTrainedModel):
@@ -141,11 +174,28 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         config ([`OmniVisionConfig`]): model configuration.
         add_token_compressor (`bool`, defaults to `True`): build the TiTok compressor. The video encoder reuses this
             model without it and gets the patch embeddings as `last_hidden_state`.
+        backbone ([`PreTrainedModel`], *optional*): the vision tower to use, a model of `config.backbone_config` (the
+            same config object), e.g. a pretrained one (see [`~OmniVisionModel.from_backbone_pretrained`]). By
+            default a new one is built from `config.backbone_config`.
     """
 
-    def __init__(self, config: OmniVisionConfig, add_token_compressor: bool = True):
+    def __init__(
+        self,
+        config: OmniVisionConfig,
+        add_token_compressor: bool = True,
+        backbone: PreTrainedModel | None = None,
+    ):
         super().__init__(config)
-        self.backbone = AutoModel.from_config(config.backbone_config)
+        if backbone is None:
+            backbone = AutoModel.from_config(config.backbone_config)
+        elif backbone.config is not config.backbone_config:
+            raise ValueError(
+                "`backbone` must be the model of `config.backbone_config`: build the config around it, with "
+                "`OmniVisionConfig(backbone_config=backbone.config, ...)`."
+            )
+        elif backbone.config._attn_implementation is None:  # reset by the config built around it: the model's
+            backbone.config._attn_implementation = self.config._attn_implementation
+        self.backbone = backbone
         self._activations_in_place_at_inference(self.backbone, config.backbone_config.hidden_act)
         head_dim = config.hidden_size // config.num_attention_heads
         self.rotary_emb = OmniRotaryEmbedding(head_dim, num_axes=2, theta=config.rope_theta)
@@ -171,24 +221,43 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
     @staticmethod
     def _activations_in_place_at_inference(backbone: nn.Module, hidden_act: str) -> None:
         """Swap the activation of the backbone's feed-forward layers (`fc1 -> activation_fn -> fc2` in SigLIP, SigLIP2
-        and CLIP) for [`OmniActivation`]: the same function, applied in place without autograd. Their
+        and CLIP) for [`OmniBackboneActivation`]: the same function, applied in place without autograd. Their
         `[tokens, intermediate_size]` buffers are the peak memory of the model at inference; this drops one of the
-        two. Activations without an in-place kernel (e.g. CLIP's quick GELU) are left as they are."""
+        two. It runs out of place while `fc1` has forward hooks, so that they see its output and not the activation
+        written over it. Activations without an in-place kernel (e.g. CLIP's quick GELU) are left as they are."""
         if hidden_act not in OmniActivation.IN_PLACE:
             return
         for module in backbone.modules():
             if all(hasattr(module, name) for name in ("fc1", "activation_fn", "fc2")):
-                module.activation_fn = OmniActivation(hidden_act)
+                module.activation_fn = OmniBackboneActivation(hidden_act, module.fc1)
+
+    # `from_pretrained` arguments that say where to find the files: the backbone's config is read with them too.
+    _HUB_KWARGS = (
+        "cache_dir",
+        "force_download",
+        "local_files_only",
+        "proxies",
+        "revision",
+        "subfolder",
+        "token",
+        "trust_remote_code",
+    )
 
     @classmethod
     def from_backbone_pretrained(cls, backbone_name_or_path: str, **kwargs) -> OmniVisionModel:
-        """Build a fresh model around a pretrained vision tower, in one call.
+        """Build a fresh model around a pretrained vision tower, in one call, in evaluation mode (as
+        `from_pretrained`).
+
+        The tower is loaded by `AutoModel.from_pretrained` and becomes the model's backbone; the layers on top are
+        newly initialised, in the tower's dtype and on its device.
 
         Args:
             backbone_name_or_path: a Hub id or local folder of a SigLIP, SigLIP2 or CLIP checkpoint (vision-only or
                 full image-text; only the vision tower is loaded, SigLIP's attention-pooling head is dropped).
-            kwargs: loading options (`dtype`, `attn_implementation`, `revision`, `cache_dir`, `token`,
-                `local_files_only`) and [`OmniVisionConfig`] arguments for the layers on top (e.g. `num_tokens=64`).
+            kwargs: [`OmniVisionConfig`] arguments for the layers on top (e.g. `num_tokens=64`); every other argument
+                is an `AutoModel.from_pretrained` option for the tower (`dtype`, `attn_implementation`, `device_map`,
+                `revision`, `subfolder`, `cache_dir`, `token`, `local_files_only`, ...), with its defaults: without
+                `dtype`, the checkpoint's dtype. `attn_implementation` applies to the whole model.
 
         Example:
 
@@ -196,18 +265,30 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         >>> model = OmniVisionModel.from_backbone_pretrained("google/siglip-so400m-patch14-384", dtype=torch.bfloat16)
         ```
         """
-        hub_keys = ("revision", "cache_dir", "token", "local_files_only")
-        hub_kwargs = {key: kwargs.pop(key) for key in hub_keys if key in kwargs}
-        load_kwargs = {key: kwargs.pop(key) for key in ("dtype", "attn_implementation") if key in kwargs}
+        if "backbone_config" in kwargs:
+            raise ValueError(
+                "from_backbone_pretrained reads the backbone config from `backbone_name_or_path`; to build a model "
+                "around another backbone config, use `OmniVisionModel(OmniVisionConfig(backbone_config=...))`."
+            )
+        config_names = set(inspect.signature(cls.config_class).parameters) - {"dtype"}
+        config_names |= {"num_labels", "output_attentions"}
+        config_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in config_names}
+        hub_kwargs = {name: kwargs[name] for name in cls._HUB_KWARGS if name in kwargs}
+
         backbone_config = AutoConfig.from_pretrained(backbone_name_or_path, **hub_kwargs)
         backbone_config = getattr(backbone_config, "vision_config", backbone_config)
         if hasattr(backbone_config, "vision_use_head"):
             backbone_config.vision_use_head = False
-        config = OmniVisionConfig(backbone_config=backbone_config, **kwargs)
-        backbone = AutoModel.from_pretrained(backbone_name_or_path, config=backbone_config, **hub_kwargs, **load_kwargs)
-        model = cls._from_config(config, **load_kwargs)
-        model.backbone.load_state_dict(backbone.state_dict())
-        return model
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, config=backbone_config, **kwargs)
+
+        # The layers on top follow the tower as transformers loaded it: its dtype, device and attention implementation.
+        attn_implementation = backbone.config._attn_implementation
+        config = cls.config_class(backbone_config=backbone.config, **config_kwargs)
+        with torch.device(backbone.device):
+            model = cls._from_config(
+                config, backbone=backbone, dtype=backbone.dtype, attn_implementation=attn_implementation
+            )
+        return model.eval()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
@@ -222,6 +303,10 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         if pixel_values.dim() != 4:
             raise ValueError(
                 f"pixel_values must have shape [batch, channels, height, width], got {tuple(pixel_values.shape)}."
+            )
+        if pixel_values.shape[0] == 0:
+            raise ValueError(
+                f"pixel_values is an empty batch (shape {tuple(pixel_values.shape)}); pass at least one image."
             )
         if pixel_values.shape[1] != backbone_config.num_channels:
             raise ValueError(
@@ -297,6 +382,14 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        # As in transformers, only eager attention returns attention weights: the blocks add none otherwise.
+        blocks_output_attentions = output_attentions and self.config._attn_implementation == "eager"
+        if output_attentions and not blocks_output_attentions:
+            logger.warning_once(
+                f"output_attentions=True: the {self.config._attn_implementation!r} attention implementation returns "
+                'no attention weights, the dual-stream blocks add none to `attentions`. Load the model with '
+                '`attn_implementation="eager"` (or call `model.set_attn_implementation("eager")`) to get them.'
+            )
 
         features, grid, backbone_outputs = self.backbone_features(
             pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states
@@ -309,10 +402,12 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         stream_a = stream_b = features
         del features
         for block in self.layers:
-            stream_a, stream_b, attn_weights = block(stream_a, stream_b, position_embeddings)
+            stream_a, stream_b, attn_weights = block(
+                stream_a, stream_b, position_embeddings, output_attentions=blocks_output_attentions
+            )
             if output_hidden_states:
                 all_hidden_states += ((stream_a + stream_b) / 2,)
-            if output_attentions:
+            if blocks_output_attentions:
                 all_attentions += (attn_weights,)
         patch_embeddings = self.post_layernorm((stream_a + stream_b) / 2)
 
