@@ -3,6 +3,7 @@ classes, pipeline, remote code and learning on real speech."""
 
 import io
 import itertools
+import json
 import shutil
 import subprocess
 from functools import partial
@@ -13,6 +14,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
+    AutoModel,
     AutoModelForTextToWaveform,
     AutoProcessor,
     AutoTokenizer,
@@ -561,6 +563,9 @@ def test_save_load_round_trip_and_auto_classes(tmp_path, model):
     assert (tmp_path / "model.safetensors").exists()
     loaded = AutoModelForTextToWaveform.from_pretrained(tmp_path).eval()
     assert type(loaded) is OmniAudioDecoderModel
+    assert type(AutoModel.from_pretrained(tmp_path)) is OmniAudioDecoderModel  # as transformers' text-to-speech models
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_omni_audio_decoder.OmniAudioDecoderModel"
     inputs = text_batch()
     expected = model.generate(**inputs, speaker_ids=torch.tensor([1, 3]))
     actual = loaded.generate(**inputs, speaker_ids=torch.tensor([1, 3]))

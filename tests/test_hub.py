@@ -92,6 +92,7 @@ MEDIA_PUSHES = {
     TTS_REPO: {
         "auto_map": {
             "AutoConfig": "configuration_omni_audio_decoder.OmniAudioDecoderConfig",
+            "AutoModel": "modeling_omni_audio_decoder.OmniAudioDecoderModel",
             "AutoModelForTextToWaveform": "modeling_omni_audio_decoder.OmniAudioDecoderModel",
         },
         "files": {"configuration_omni_audio_decoder.py", "modeling_omni_audio_decoder.py", "modeling_omni_vocoder.py",

@@ -93,6 +93,7 @@ AutoProcessor.register(OmniAudioConfig, OmniAudioProcessor, exist_ok=True)
 
 # Audio decoder (text to speech)
 AutoConfig.register(OmniAudioDecoderConfig.model_type, OmniAudioDecoderConfig, exist_ok=True)
+AutoModel.register(OmniAudioDecoderConfig, OmniAudioDecoderModel, exist_ok=True)  # as transformers' VITS
 AutoModelForTextToWaveform.register(OmniAudioDecoderConfig, OmniAudioDecoderModel, exist_ok=True)
 AutoTokenizer.register(OmniAudioDecoderConfig, tokenizer_class=OmniAudioDecoderTokenizer, exist_ok=True)
 AutoFeatureExtractor.register(OmniAudioDecoderConfig, OmniAudioDecoderFeatureExtractor, exist_ok=True)

@@ -830,6 +830,8 @@ def model_type_auto_map(model_class: type[PreTrainedModel]) -> dict[str, str]:
         ):
             auto_map.setdefault(candidate._auto_class, f"{file_name}.{candidate.__name__}")
     auto_map[model_class._auto_class] = f"{file_name}.{model_class.__name__}"  # the saved class wins its own entry
+    # A model type without a base model (the speech decoder) loads with AutoModel as its one class, as in transformers.
+    auto_map.setdefault("AutoModel", f"{file_name}.{model_class.__name__}")
     return auto_map
 
 
