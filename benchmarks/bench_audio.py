@@ -5,6 +5,7 @@
     python benchmarks/bench_audio.py --seconds 30
     python benchmarks/bench_audio.py --size small --scaling # + audio 1 s -> 2 min (see the README for 10 min)
     python benchmarks/bench_audio.py --samples-per-frame 320   # our tokenizer at wav2vec2's frame rate
+    python benchmarks/bench_audio.py --seconds 600 --one-call --peers native  # 10 min: one call each (hours)
 
 Two peers, both with our width, depth, heads, FFN width and depthwise kernel, rotary positions and `--attn`:
 
@@ -68,8 +69,14 @@ def build(args: argparse.Namespace):
     dtype = DTYPES[args.dtype]
     config = our_config(args)
     ours = OmniAudioModel._from_config(config, dtype=dtype).to(args.device).eval()
+    configs = peer_configs(config)
+    unknown = set(args.peers or ()) - configs.keys()
+    if unknown:
+        raise ValueError(f"--peers {' '.join(sorted(unknown))}: with this tokenizer the peers are {sorted(configs)}")
     peers = {}
-    for name, peer_config in peer_configs(config).items():
+    for name, peer_config in configs.items():
+        if args.peers and name not in args.peers:
+            continue
         peer_config._attn_implementation = args.attn
         peers[name] = Wav2Vec2ConformerModel._from_config(peer_config, dtype=dtype).to(args.device).eval()
     return config, ours, peers
@@ -110,6 +117,10 @@ def main(argv=None):
     parser.add_argument(
         "--samples-per-frame", type=int, choices=sorted(TOKENIZERS), default=64,
         help="our tokenizer's downsampling: 64 (the spec's, 250 frames/s) or 320 (wav2vec2's, 50 frames/s)",
+    )
+    parser.add_argument(
+        "--peers", nargs="+", choices=["native", "64x"], default=None,
+        help="the peers to run (default: both; the 64x one only exists with --samples-per-frame 64)",
     )
     parser.set_defaults(repeat=3)
     return run(parser.parse_args(argv))

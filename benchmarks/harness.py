@@ -49,6 +49,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--size", choices=["full", "small"], default="full", help="full = the default config")
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions of each model (the median counts)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each model first")
+    parser.add_argument(
+        "--one-call", action="store_true",
+        help="run each model once, timing that call and measuring its peak memory in it (for calls of hours; "
+        "replaces --repeat and --warmup)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     parser.add_argument("--scaling", action="store_true", help="also run the suite's scaling sweep")
     parser.add_argument(
@@ -220,8 +225,43 @@ def rss_peak_mb(fn: Callable[[], object]) -> float:
     return peak
 
 
-def measure_cases(cases: list[Case], args: argparse.Namespace, memory: bool = True) -> list[Measurement]:
-    """Warm every case up, time `args.repeat` interleaved rounds, then measure each case's peak memory once."""
+def measure_one_call(case: Case, args: argparse.Namespace) -> Measurement:
+    """Time one call of `case` and measure its peak memory (tensors, and RSS on the CPU) in that same call.
+
+    For `--one-call`, where a call takes hours and the usual warm-up + rounds + two memory calls would take a day. The
+    live-tensor tracker's Python hook per op is nothing next to ops of that size, and without a warm-up the call also
+    pays the one-time costs (kernel selection, first touch of the memory), seconds at most.
+    """
+    wall, cpu, peaks = [], [], []
+
+    def timed_call():
+        synchronize(args.device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = case.fn()
+        synchronize(args.device)
+        wall.append(round((time.perf_counter() - start) * 1000, 2))
+        cpu.append(round((time.process_time() - cpu_start) * 1000, 2))
+        return result
+
+    def tracked_call() -> None:
+        peaks.append(peak_memory_mb(timed_call, args.device))
+
+    rss_peak = float("nan")
+    with torch.inference_mode():
+        if args.device == "cpu":
+            rss_peak = rss_peak_mb(tracked_call)
+        else:
+            tracked_call()
+    return Measurement(case.name, wall[0], case.items / (wall[0] / 1000), peaks[0], case.note, wall, rss_peak, cpu)
+
+
+def measure_cases(cases: list[Case], args: argparse.Namespace) -> list[Measurement]:
+    """Warm every case up, time `args.repeat` interleaved rounds, then measure each case's peak memory once.
+
+    With `--one-call`, each case runs once instead (see [`measure_one_call`]).
+    """
+    if args.one_call:
+        return [measure_one_call(case, args) for case in cases]
     times: dict[str, list[float]] = {case.name: [] for case in cases}
     cpu_times: dict[str, list[float]] = {case.name: [] for case in cases}
     with torch.inference_mode():
@@ -237,9 +277,8 @@ def measure_cases(cases: list[Case], args: argparse.Namespace, memory: bool = Tr
                 times[case.name].append(time.perf_counter() - start)
                 cpu_times[case.name].append(time.process_time() - cpu_start)
         nan = float("nan")
-        peaks = {case.name: peak_memory_mb(case.fn, args.device) if memory else nan for case in cases}
-        on_cpu = memory and args.device == "cpu"
-        rss_peaks = {case.name: rss_peak_mb(case.fn) if on_cpu else nan for case in cases}
+        peaks = {case.name: peak_memory_mb(case.fn, args.device) for case in cases}
+        rss_peaks = {case.name: rss_peak_mb(case.fn) if args.device == "cpu" else nan for case in cases}
     results = []
     for case in cases:
         latency = statistics.median(times[case.name])
