@@ -526,6 +526,41 @@ def test_from_backbone_pretrained_reuses_the_loaded_tower(tmp_path, monkeypatch)
         OmniVisionModel(tiny_vision_config(), backbone=tower)
 
 
+def test_from_backbone_pretrained_loads_the_tower_of_an_image_text_checkpoint_quietly(tmp_path, capfd):
+    """The README's path (google/siglip-so400m-patch14-384 is a full SigLIP): the vision tower and nothing else,
+    without a report listing the text tower and the pooling head as unexpected weights."""
+    from transformers import SiglipConfig, SiglipModel
+
+    vision = {k: v for k, v in TINY_SIGLIP.items() if k != "model_type"}
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "vocab_size": 99, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}  # fmt: skip
+    torch.manual_seed(0)
+    full = SiglipModel(SiglipConfig(vision_config=vision, text_config=text)).eval()
+    full.save_pretrained(tmp_path)
+    capfd.readouterr()
+    model = OmniVisionModel.from_backbone_pretrained(str(tmp_path), num_attention_heads=4, num_tokens=5)
+    assert "UNEXPECTED" not in capfd.readouterr().err
+    assert "_keys_to_ignore_on_load_unexpected" not in SiglipVisionModel.__dict__  # the class is left as it was
+    x = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        expected = full.vision_model(x).last_hidden_state
+        assert max_abs_diff(model.backbone_features(x)[0], expected) < 1e-6
+
+
+def test_classifier_from_backbone_pretrained(tmp_path):
+    """The head builds around a pretrained tower in one call too; its own layers are new."""
+    tower = _save_siglip_tower(tmp_path)
+    classifier = OmniVisionForImageClassification.from_backbone_pretrained(
+        str(tmp_path), num_attention_heads=4, num_tokens=5, num_labels=3
+    )
+    assert type(classifier) is OmniVisionForImageClassification and not classifier.training
+    assert classifier.config.num_labels == 3 and classifier.classifier.out_features == 3
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(classifier.model.backbone_features(x)[0], tower(x).last_hidden_state)
+        assert classifier(x).logits.shape == (2, 3)
+
+
 def test_from_backbone_pretrained_passes_loading_options_to_the_tower(tmp_path):
     _save_siglip_tower(tmp_path / "tower")
     options = {"subfolder": "tower", "force_download": False, "local_files_only": True, "device_map": "cpu"}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 
@@ -152,12 +153,93 @@ class OmniBackboneActivation(OmniActivation):
         return super().forward(hidden_states)
 
 
+@contextlib.contextmanager
+def _unexpected_weights_ignored(model_class: type[PreTrainedModel]):
+    """While loading a vision tower out of a larger checkpoint (an image-text model, a pooling head it does not
+    build), `from_pretrained` would list every other weight as "UNEXPECTED": this class ignores them meanwhile."""
+    had_own = "_keys_to_ignore_on_load_unexpected" in model_class.__dict__
+    saved = model_class.__dict__.get("_keys_to_ignore_on_load_unexpected")
+    model_class._keys_to_ignore_on_load_unexpected = [r".*"]
+    try:
+        yield
+    finally:
+        if had_own:
+            model_class._keys_to_ignore_on_load_unexpected = saved
+        else:
+            del model_class._keys_to_ignore_on_load_unexpected
+
+
 class OmniVisionPreTrainedModel(OmniPreTrainedModel):
     config: OmniVisionConfig
     config_class = OmniVisionConfig
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["OmniDualStreamBlock", "OmniTokenCompressor"]
+
+    # `from_pretrained` arguments that say where to find the files: the backbone's config is read with them too.
+    _HUB_KWARGS = (
+        "cache_dir",
+        "force_download",
+        "local_files_only",
+        "proxies",
+        "revision",
+        "subfolder",
+        "token",
+        "trust_remote_code",
+    )
+
+    @classmethod
+    def from_backbone_pretrained(cls, backbone_name_or_path: str, **kwargs) -> OmniVisionPreTrainedModel:
+        """Build a fresh model (the encoder, or a head on it) around a pretrained vision tower, in one call, in
+        evaluation mode (as `from_pretrained`).
+
+        The tower is loaded by `AutoModel.from_pretrained` and becomes the model's backbone; the layers on top are
+        newly initialised, in the tower's dtype and on its device.
+
+        Args:
+            backbone_name_or_path: a Hub id or local folder of a SigLIP, SigLIP2 or CLIP checkpoint (vision-only or
+                full image-text; only the vision tower is loaded, SigLIP's attention-pooling head is dropped, and the
+                checkpoint's other weights, e.g. the text tower, are left out without a report; missing weights of
+                the tower are reported as by `from_pretrained`).
+            kwargs: [`OmniVisionConfig`] arguments for the layers on top (e.g. `num_tokens=64`); every other argument
+                is an `AutoModel.from_pretrained` option for the tower (`dtype`, `attn_implementation`, `device_map`,
+                `revision`, `subfolder`, `cache_dir`, `token`, `local_files_only`, ...), with its defaults: without
+                `dtype`, the checkpoint's dtype. `attn_implementation` applies to the whole model.
+
+        Example:
+
+        ```python
+        >>> model = OmniVisionModel.from_backbone_pretrained("google/siglip-so400m-patch14-384", dtype=torch.bfloat16)
+        >>> classifier = OmniVisionForImageClassification.from_backbone_pretrained(
+        ...     "google/siglip-so400m-patch14-384", num_labels=10
+        ... )
+        ```
+        """
+        if "backbone_config" in kwargs:
+            raise ValueError(
+                "from_backbone_pretrained reads the backbone config from `backbone_name_or_path`; to build a model "
+                "around another backbone config, use `OmniVisionModel(OmniVisionConfig(backbone_config=...))`."
+            )
+        config_names = set(inspect.signature(cls.config_class).parameters) - {"dtype"}
+        config_names |= {"num_labels", "output_attentions"}
+        config_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in config_names}
+        hub_kwargs = {name: kwargs[name] for name in cls._HUB_KWARGS if name in kwargs}
+
+        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path, **hub_kwargs)
+        backbone_config = getattr(backbone_config, "vision_config", backbone_config)
+        if hasattr(backbone_config, "vision_use_head"):
+            backbone_config.vision_use_head = False
+        with _unexpected_weights_ignored(AutoModel._model_mapping[type(backbone_config)]):
+            backbone = AutoModel.from_pretrained(backbone_name_or_path, config=backbone_config, **kwargs)
+
+        # The layers on top follow the tower as transformers loaded it: its dtype, device and attention implementation.
+        attn_implementation = backbone.config._attn_implementation
+        config = cls.config_class(backbone_config=backbone.config, **config_kwargs)
+        with torch.device(backbone.device):
+            model = cls._from_config(
+                config, backbone=backbone, dtype=backbone.dtype, attn_implementation=attn_implementation
+            )
+        return model.eval()
 
 
 class OmniVisionModel(OmniVisionPreTrainedModel):
@@ -230,65 +312,6 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         for module in backbone.modules():
             if all(hasattr(module, name) for name in ("fc1", "activation_fn", "fc2")):
                 module.activation_fn = OmniBackboneActivation(hidden_act, module.fc1)
-
-    # `from_pretrained` arguments that say where to find the files: the backbone's config is read with them too.
-    _HUB_KWARGS = (
-        "cache_dir",
-        "force_download",
-        "local_files_only",
-        "proxies",
-        "revision",
-        "subfolder",
-        "token",
-        "trust_remote_code",
-    )
-
-    @classmethod
-    def from_backbone_pretrained(cls, backbone_name_or_path: str, **kwargs) -> OmniVisionModel:
-        """Build a fresh model around a pretrained vision tower, in one call, in evaluation mode (as
-        `from_pretrained`).
-
-        The tower is loaded by `AutoModel.from_pretrained` and becomes the model's backbone; the layers on top are
-        newly initialised, in the tower's dtype and on its device.
-
-        Args:
-            backbone_name_or_path: a Hub id or local folder of a SigLIP, SigLIP2 or CLIP checkpoint (vision-only or
-                full image-text; only the vision tower is loaded, SigLIP's attention-pooling head is dropped).
-            kwargs: [`OmniVisionConfig`] arguments for the layers on top (e.g. `num_tokens=64`); every other argument
-                is an `AutoModel.from_pretrained` option for the tower (`dtype`, `attn_implementation`, `device_map`,
-                `revision`, `subfolder`, `cache_dir`, `token`, `local_files_only`, ...), with its defaults: without
-                `dtype`, the checkpoint's dtype. `attn_implementation` applies to the whole model.
-
-        Example:
-
-        ```python
-        >>> model = OmniVisionModel.from_backbone_pretrained("google/siglip-so400m-patch14-384", dtype=torch.bfloat16)
-        ```
-        """
-        if "backbone_config" in kwargs:
-            raise ValueError(
-                "from_backbone_pretrained reads the backbone config from `backbone_name_or_path`; to build a model "
-                "around another backbone config, use `OmniVisionModel(OmniVisionConfig(backbone_config=...))`."
-            )
-        config_names = set(inspect.signature(cls.config_class).parameters) - {"dtype"}
-        config_names |= {"num_labels", "output_attentions"}
-        config_kwargs = {name: kwargs.pop(name) for name in list(kwargs) if name in config_names}
-        hub_kwargs = {name: kwargs[name] for name in cls._HUB_KWARGS if name in kwargs}
-
-        backbone_config = AutoConfig.from_pretrained(backbone_name_or_path, **hub_kwargs)
-        backbone_config = getattr(backbone_config, "vision_config", backbone_config)
-        if hasattr(backbone_config, "vision_use_head"):
-            backbone_config.vision_use_head = False
-        backbone = AutoModel.from_pretrained(backbone_name_or_path, config=backbone_config, **kwargs)
-
-        # The layers on top follow the tower as transformers loaded it: its dtype, device and attention implementation.
-        attn_implementation = backbone.config._attn_implementation
-        config = cls.config_class(backbone_config=backbone.config, **config_kwargs)
-        with torch.device(backbone.device):
-            model = cls._from_config(
-                config, backbone=backbone, dtype=backbone.dtype, attn_implementation=attn_implementation
-            )
-        return model.eval()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
@@ -423,12 +446,17 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
 
 
 class OmniVisionForImageClassification(OmniVisionPreTrainedModel):
-    """[`OmniVisionModel`] with a linear classifier on the pooled TiTok tokens."""
+    """[`OmniVisionModel`] with a linear classifier on the pooled TiTok tokens.
 
-    def __init__(self, config: OmniVisionConfig):
+    Args:
+        config ([`OmniVisionConfig`]): model configuration.
+        backbone ([`PreTrainedModel`], *optional*): the vision tower, as in [`OmniVisionModel`].
+    """
+
+    def __init__(self, config: OmniVisionConfig, backbone: PreTrainedModel | None = None):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.model = OmniVisionModel(config)
+        self.model = OmniVisionModel(config, backbone=backbone)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = (
             nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
