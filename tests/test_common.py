@@ -239,3 +239,29 @@ def test_feed_forward_runs_in_token_chunks_at_inference_with_the_same_result(mlp
     with torch.no_grad():
         torch.testing.assert_close(mlp(x), expected)
     assert calls[-1] == 2 * 11
+
+
+@pytest.mark.parametrize("name", ["vision", "video", "audio", "audio_decoder"])
+def test_attention_weights_come_with_eager_attention_only(name):
+    """As in transformers: `output_attentions=True` returns one weight tensor per attention layer with eager
+    attention; another implementation computes none, and the tuple is empty (never a tuple of `None`s)."""
+    import helpers
+    from omni_encoders import OmniAudioDecoderModel, OmniAudioModel, OmniVideoModel, OmniVisionModel
+
+    torch.manual_seed(0)
+    model_class, config, inputs = {
+        "vision": (OmniVisionModel, helpers.tiny_vision_config(), {"pixel_values": torch.randn(1, 3, 28, 28)}),
+        "video": (OmniVideoModel, helpers.tiny_video_config(), {"pixel_values_videos": torch.randn(1, 2, 3, 28, 28)}),
+        "audio": (OmniAudioModel, helpers.tiny_audio_config(), {"input_values": torch.randn(1, 640)}),
+        "audio_decoder": (
+            OmniAudioDecoderModel, helpers.tiny_audio_decoder_config(), {"input_ids": torch.tensor([[5, 6]])}
+        ),
+    }[name]
+    model = model_class(config).eval()
+    with torch.no_grad():
+        model.set_attn_implementation("eager")
+        eager = model(**inputs, output_attentions=True).attentions
+        model.set_attn_implementation("sdpa")
+        sdpa = model(**inputs, output_attentions=True).attentions
+    assert len(eager) > 0 and all(isinstance(weights, torch.Tensor) for weights in eager)
+    assert sdpa == ()

@@ -30,7 +30,7 @@ from omni_encoders import (
     OmniVisionForImageClassification,
     OmniVisionImageProcessor,
     OmniVisionModel,
-    modeling_omni_vision,
+    modeling_omni_common,
 )
 from omni_encoders.modeling_omni_common import grid_positions
 
@@ -137,7 +137,7 @@ def test_attentions_are_returned_with_eager_attention_only(monkeypatch, implemen
     """As in transformers: another implementation returns no attention weights (an empty tuple, never `None`s), and
     says so once."""
     messages = []
-    monkeypatch.setattr(modeling_omni_vision.logger, "warning_once", messages.append)
+    monkeypatch.setattr(modeling_omni_common.logger, "warning_once", messages.append)
     model = OmniVisionModel(tiny_vision_config(attn_implementation=implementation)).eval()
     with torch.no_grad():  # flex attention has no CPU backward
         out = model(torch.randn(1, 3, 28, 28), output_attentions=True)

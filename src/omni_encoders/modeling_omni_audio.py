@@ -31,6 +31,7 @@ from .modeling_omni_common import (
     OmniPreTrainedModel,
     OmniRotaryEmbedding,
     lengths_to_mask,
+    returns_attention_weights,
     right_padding_lengths,
 )
 
@@ -725,6 +726,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        collect_attentions = returns_attention_weights(self.config, output_attentions)
         for block in self.conformer_blocks:
             hidden_states, attn_weights = block(
                 hidden_states,
@@ -736,7 +738,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
             )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            if output_attentions:
+            if collect_attentions:
                 all_attentions += (attn_weights,)
 
         speaker_embeddings = None

@@ -29,6 +29,7 @@ from .modeling_omni_common import (
     OmniPreTrainedModel,
     OmniRotaryEmbedding,
     load_c_kernel,
+    returns_attention_weights,
     right_padding_lengths,
 )
 from .modeling_omni_vocoder import OmniVocoder, init_vocoder_weights, multi_resolution_stft_loss
@@ -793,13 +794,14 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
         position_embeddings = self.rotary_emb(positions)
         attention_mask = create_bidirectional_mask(self.config, hidden_states, padding_mask.long())
         all_hidden_states, all_attentions = (), ()
+        collect_attentions = returns_attention_weights(self.config, output_attentions)
         for layer in layers:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states, attn_weights = layer(
                 hidden_states, position_embeddings, attention_mask=attention_mask, padding_mask=padding_mask
             )
-            if output_attentions:
+            if collect_attentions:
                 all_attentions += (attn_weights,)
         return all_hidden_states, all_attentions, hidden_states
 

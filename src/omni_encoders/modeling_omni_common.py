@@ -186,6 +186,21 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
+def returns_attention_weights(config, output_attentions: bool | None) -> bool:
+    """Whether a forward asked for `output_attentions` gets the weights: only eager attention computes them. With
+    another implementation, as in transformers, a warning says so (once) and the `attentions` tuple stays empty."""
+    if not output_attentions:
+        return False
+    if config._attn_implementation == "eager":
+        return True
+    logger.warning_once(
+        f"output_attentions=True: the {config._attn_implementation!r} attention implementation returns no attention "
+        'weights. Load the model with `attn_implementation="eager"` (or call `model.set_attn_implementation("eager")`)'
+        " to get them."
+    )
+    return False
+
+
 def dispatch_attention(
     module: nn.Module,
     query: torch.Tensor,

@@ -21,6 +21,7 @@ from .modeling_omni_common import (
     OmniRotaryEmbedding,
     OmniTokenCompressor,
     grid_positions,
+    returns_attention_weights,
 )
 from .modeling_omni_vision import OmniVisionModel
 
@@ -500,6 +501,7 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
         spatial_attentions = () if output_attentions else None
         temporal_attentions = () if output_attentions else None
         router_logits = ()
+        collect_attentions = returns_attention_weights(self.config, output_attentions)
         for block in self.layers:
             hidden_states, spatial_weights, temporal_weights, layer_router_logits = block(
                 hidden_states,
@@ -510,7 +512,7 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
             router_logits += (layer_router_logits,)
             if output_hidden_states:
                 all_hidden_states += (hidden_states.flatten(1, 2),)
-            if output_attentions:
+            if collect_attentions:
                 spatial_attentions += (spatial_weights,)
                 temporal_attentions += (temporal_weights,)
         patch_embeddings = self.post_layernorm(hidden_states)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput
 
 from .configuration_omni_vision import OmniVisionConfig
 from .modeling_omni_common import (
@@ -24,10 +24,8 @@ from .modeling_omni_common import (
     OmniTokenCompressor,
     dispatch_attention,
     grid_positions,
+    returns_attention_weights,
 )
-
-logger = logging.get_logger(__name__)
-
 
 @dataclass
 class OmniVisionModelOutput(ModelOutput):
@@ -405,14 +403,7 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        # As in transformers, only eager attention returns attention weights: the blocks add none otherwise.
-        blocks_output_attentions = output_attentions and self.config._attn_implementation == "eager"
-        if output_attentions and not blocks_output_attentions:
-            logger.warning_once(
-                f"output_attentions=True: the {self.config._attn_implementation!r} attention implementation returns "
-                'no attention weights, the dual-stream blocks add none to `attentions`. Load the model with '
-                '`attn_implementation="eager"` (or call `model.set_attn_implementation("eager")`) to get them.'
-            )
+        blocks_output_attentions = returns_attention_weights(self.config, output_attentions)
 
         features, grid, backbone_outputs = self.backbone_features(
             pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states
