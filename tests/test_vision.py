@@ -348,6 +348,13 @@ def test_processor_accepts_negatively_strided_arrays_like_siglip(processor, flip
     assert torch.equal(processor(image, return_tensors="pt").pixel_values, expected)
 
 
+def test_processor_accepts_half_precision_tensors(processor):
+    image = torch.rand(3, 40, 50)  # e.g. frames already on the model's bf16 path
+    for dtype in (torch.bfloat16, torch.float16):
+        expected = processor(image.to(dtype).float(), return_tensors="pt").pixel_values
+        assert torch.equal(processor(image.to(dtype), return_tensors="pt").pixel_values, expected)
+
+
 def test_processor_checks_values_without_warnings(processor):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -49,6 +49,8 @@ def validate_image(image, index: int = 0):
             "1 (grayscale), 3 (RGB) or 4 (RGBA) channels."
         )
     if isinstance(image, torch.Tensor):
+        if image.dtype in (torch.bfloat16, torch.float16):  # no numpy dtype for bfloat16: PIL goes through numpy
+            image = image.float()
         has_non_finite = image.is_floating_point() and not torch.isfinite(image).all()
     else:  # any strides (e.g. a BGR -> RGB view `image[..., ::-1]`), read-only arrays included
         has_non_finite = np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all()
