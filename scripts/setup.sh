@@ -14,7 +14,8 @@ done
 command -v g++ >/dev/null 2>&1 || missing+=(build-essential)
 "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
   || missing+=(python3-dev)
-[ -x .venv/bin/python ] || "$PYTHON" -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+# Debian's python3 has the venv module without ensurepip, which python3-venv adds.
+[ -x .venv/bin/python ] || "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "[setup] installing system packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
