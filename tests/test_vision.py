@@ -109,6 +109,9 @@ def test_shapes_follow_the_patch_grid(height, width):
 
 def test_bad_pixel_values_raise_clear_errors():
     model = OmniVisionModel(tiny_vision_config())
+    for head in (model, OmniVisionForImageClassification(tiny_vision_config(num_labels=2))):
+        with pytest.raises(TypeError, match="unexpected keyword argument.*'output_hiden_states'"):
+            head(torch.randn(1, 3, 28, 28), output_hiden_states=True)  # a misspelt argument is not ignored
     with pytest.raises(ValueError, match="smaller than one 7x7 patch"):
         model(torch.randn(1, 3, 6, 28))
     with pytest.raises(ValueError, match="channels"):
@@ -192,28 +195,39 @@ def test_inference_is_memory_lean_and_gives_the_training_path_outputs():
     torch.testing.assert_close(output.patch_embeddings, expected.patch_embeddings)
 
 
-def test_fc1_forward_hooks_see_the_fc1_output_under_no_grad():
-    """The backbone's in-place activation would overwrite the tensor a forward hook on `fc1` holds: with hooks it runs
-    out of place (and in place, to save memory, without)."""
+@pytest.mark.parametrize("where", ["backbone", "dual-stream block", "compressor"])
+def test_fc1_forward_hooks_see_the_fc1_output_under_no_grad(where):
+    """The in-place activation would overwrite the tensor a forward hook on `fc1` holds: with hooks it runs out of
+    place (and in place, to save memory, without), in the backbone's feed-forward layers and in ours alike."""
     torch.manual_seed(0)
     model = OmniVisionModel(tiny_vision_config()).eval()
-    mlp = model.backbone.encoder.layers[0].mlp
+    mlp = {
+        "backbone": model.backbone.encoder.layers[0].mlp,
+        "dual-stream block": model.layers[0].stream_a.mlp,
+        "compressor": model.compressor.mlp,
+    }[where]
+    activation = mlp.activation_fn if where == "backbone" else mlp.act
     x = torch.randn(2, 5, 64)
     with torch.no_grad():
-        assert mlp.activation_fn(x) is x  # in place without hooks
+        assert activation(x) is x  # in place without hooks
     captured = {}
     handle = mlp.fc1.register_forward_hook(lambda module, args, output: captured.update(input=args[0], output=output))
     with torch.no_grad():
-        assert mlp.activation_fn(x) is not x
+        assert activation(x) is not x
         model(torch.randn(1, 3, 28, 28))
     expected = torch.nn.functional.linear(captured["input"], mlp.fc1.weight, mlp.fc1.bias)
     assert torch.equal(captured["output"], expected)
     handle.remove()
-    # A copy of the model watches the hooks of its own `fc1`.
-    copied = copy.deepcopy(model).backbone.encoder.layers[0].mlp
+    # A copy of the model watches the hooks of its own `fc1`, and a replaced `fc1` (a LoRA wrapper) is the one watched.
+    copied = copy.deepcopy(mlp)
     copied.fc1.register_forward_hook(lambda *args: None)
+    copied_activation = copied.activation_fn if where == "backbone" else copied.act
     with torch.no_grad():
-        assert mlp.activation_fn(x) is x and copied.activation_fn(x) is not x
+        assert activation(x) is x and copied_activation(x) is not x
+    mlp.fc1 = torch.nn.Sequential(mlp.fc1)
+    mlp.fc1.register_forward_hook(lambda *args: None)
+    with torch.no_grad():
+        assert activation(x) is not x
 
 
 @pytest.mark.parametrize("implementation", ["sdpa", "flex_attention"])
@@ -533,9 +547,8 @@ def test_from_backbone_pretrained_reuses_the_loaded_tower(tmp_path, monkeypatch)
         OmniVisionModel(tiny_vision_config(), backbone=tower)
 
 
-def test_from_backbone_pretrained_loads_the_tower_of_an_image_text_checkpoint_quietly(tmp_path, capfd):
-    """The README's path (google/siglip-so400m-patch14-384 is a full SigLIP): the vision tower and nothing else,
-    without a report listing the text tower and the pooling head as unexpected weights."""
+def test_from_backbone_pretrained_loads_the_tower_of_an_image_text_checkpoint(tmp_path):
+    """The README's path (google/siglip-so400m-patch14-384 is a full SigLIP): the vision tower and nothing else."""
     from transformers import SiglipConfig, SiglipModel
 
     vision = {k: v for k, v in TINY_SIGLIP.items() if k != "model_type"}
@@ -544,14 +557,19 @@ def test_from_backbone_pretrained_loads_the_tower_of_an_image_text_checkpoint_qu
     torch.manual_seed(0)
     full = SiglipModel(SiglipConfig(vision_config=vision, text_config=text)).eval()
     full.save_pretrained(tmp_path)
-    capfd.readouterr()
     model = OmniVisionModel.from_backbone_pretrained(str(tmp_path), num_attention_heads=4, num_tokens=5)
-    assert "UNEXPECTED" not in capfd.readouterr().err
-    assert "_keys_to_ignore_on_load_unexpected" not in SiglipVisionModel.__dict__  # the class is left as it was
+    assert type(model.backbone) is SiglipVisionModel and not hasattr(model.backbone, "head")
     x = torch.randn(1, 3, 28, 28)
     with torch.no_grad():
         expected = full.vision_model(x).last_hidden_state
         assert max_abs_diff(model.backbone_features(x)[0], expected) < 1e-6
+    # output_attentions=True loads the tower with eager attention (as from_pretrained does), so the weights come back.
+    with_attentions = OmniVisionModel.from_backbone_pretrained(
+        str(tmp_path), num_attention_heads=4, output_attentions=True
+    )
+    assert with_attentions.config._attn_implementation == "eager"
+    with torch.no_grad():
+        assert len(with_attentions(x).attentions) == 2 + 2
 
 
 def test_classifier_from_backbone_pretrained(tmp_path):

@@ -466,7 +466,18 @@ class OmniActivation(nn.Module):
     """`ACT2FN[name]` that overwrites its input when autograd is off, for activations with an in-place kernel (see
     `IN_PLACE`; others are not wrapped, see [`activation`]). For an activation whose input is a temporary nobody else
     reads, such as the first projection inside a feed-forward layer: one `[tokens, intermediate_size]` buffer less at
-    inference. With autograd it is the usual out-of-place function."""
+    inference. With autograd it is the usual out-of-place function.
+
+    A forward hook on the layer that produces the input (e.g. to extract features) keeps that tensor: with `owner`
+    and `producer`, the activation runs out of place while `getattr(owner, producer)` has forward hooks, so the hooks
+    see the layer's own output. The producer is looked up at every call, so a layer replaced later (e.g. by a PEFT
+    LoRA wrapper) is the one watched.
+
+    Args:
+        name: the activation's `ACT2FN` name.
+        owner (`nn.Module`, *optional*): the module holding the producing layer (not registered as a submodule).
+        producer (`str`, *optional*): the attribute of `owner` that produces the activation's input, e.g. `"fc1"`.
+    """
 
     IN_PLACE = {
         "gelu": functools.partial(torch.ops.aten.gelu_, approximate="none"),
@@ -475,23 +486,28 @@ class OmniActivation(nn.Module):
         "relu": torch.relu_,
     }
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, owner: nn.Module | None = None, producer: str | None = None):
         super().__init__()
         self.name = name
         self.act = ACT2FN[name]
+        self.__dict__["_owner"] = owner  # a plain reference: the owner is this module's parent, not its child
+        self.producer = producer
 
     def extra_repr(self) -> str:
         return f"{self.name!r}, in place without autograd"
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or (
+            self._owner is not None and getattr(self._owner, self.producer)._forward_hooks
+        ):
             return self.act(hidden_states)
         return self.IN_PLACE[self.name](hidden_states)
 
 
-def activation(name: str) -> nn.Module:
-    """The activation `name` of transformers' `ACT2FN`, in place at inference where it can be ([`OmniActivation`])."""
-    return OmniActivation(name) if name in OmniActivation.IN_PLACE else ACT2FN[name]
+def activation(name: str, owner: nn.Module | None = None, producer: str | None = None) -> nn.Module:
+    """The activation `name` of transformers' `ACT2FN`, in place at inference where it can be ([`OmniActivation`],
+    out of place while `owner`'s `producer` layer has forward hooks)."""
+    return OmniActivation(name, owner, producer) if name in OmniActivation.IN_PLACE else ACT2FN[name]
 
 
 class OmniFeedForward(nn.Module):
@@ -526,7 +542,7 @@ class OmniMLP(OmniFeedForward):
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str = "gelu_pytorch_tanh", bias=True):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.act = activation(hidden_act)
+        self.act = activation(hidden_act, self, "fc1")
         self.fc2 = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -541,7 +557,7 @@ class OmniGatedMLP(OmniFeedForward):
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
-        self.act = activation(hidden_act)
+        self.act = activation(hidden_act, self, "gate_proj")
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gate = self.act(self.gate_proj(hidden_states))
@@ -829,8 +845,9 @@ def model_type_auto_map(model_class: type[PreTrainedModel]) -> dict[str, str]:
 
     These are the classes defined in the same modeling file, for the same config class, that called
     `register_for_auto_class` (e.g. `{"AutoModel": "modeling_omni_vision.OmniVisionModel",
-    "AutoModelForImageClassification": "modeling_omni_vision.OmniVisionForImageClassification"}`). Remote code copies
-    that one file (and its relative imports), so every entry resolves in a saved checkpoint.
+    "AutoModelForImageClassification": "modeling_omni_vision.OmniVisionForImageClassification"}`), each also under the
+    Auto classes of its `_also_auto_classes` (the speech decoder's `AutoModel`). Remote code copies that one file (and
+    its relative imports), so every entry resolves in a saved checkpoint.
     """
     module = sys.modules[model_class.__module__]
     file_name = model_class.__module__.rsplit(".", 1)[-1]
@@ -843,10 +860,11 @@ def model_type_auto_map(model_class: type[PreTrainedModel]) -> dict[str, str]:
             and candidate.__dict__.get("_auto_class") is not None
             and candidate.config_class is model_class.config_class
         ):
-            auto_map.setdefault(candidate._auto_class, f"{file_name}.{candidate.__name__}")
-    auto_map[model_class._auto_class] = f"{file_name}.{model_class.__name__}"  # the saved class wins its own entry
-    # A model type without a base model (the speech decoder) loads with AutoModel as its one class, as in transformers.
-    auto_map.setdefault("AutoModel", f"{file_name}.{model_class.__name__}")
+            for auto_class in (candidate._auto_class, *getattr(candidate, "_also_auto_classes", ())):
+                auto_map.setdefault(auto_class, f"{file_name}.{candidate.__name__}")
+    # the saved class wins its own entries
+    for auto_class in (model_class._auto_class, *getattr(model_class, "_also_auto_classes", ())):
+        auto_map[auto_class] = f"{file_name}.{model_class.__name__}"
     return auto_map
 
 
@@ -935,6 +953,22 @@ class OmniPreTrainedModel(OmniHubMixin, PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def check_unused_kwargs(
+        self, kwargs: dict, accepted: Sequence[str] = (), hints: dict[str, str] | None = None
+    ) -> None:
+        """Raise for the keyword arguments a `forward` gathers in `**kwargs` but does not use (a misspelt name, a mask
+        the model takes under another name), instead of silently ignoring them: a `ValueError` with the hint for a name
+        in `hints`, a `TypeError` otherwise. `None` values carry nothing and pass (generic wrappers fill unused inputs
+        with `None`), as do the names in `accepted` (e.g. a processor output the model has no use for)."""
+        unused = sorted(name for name, value in kwargs.items() if value is not None and name not in accepted)
+        for name in unused:
+            if hints and name in hints:
+                raise ValueError(f"{type(self).__name__} takes no `{name}`: {hints[name]}")
+        if unused:
+            raise TypeError(
+                f"{type(self).__name__}.forward() got unexpected keyword argument(s) {', '.join(map(repr, unused))}."
+            )
 
     def _init_weights(self, module: nn.Module):
         std = self.config.initializer_range

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from dataclasses import dataclass
 
@@ -132,41 +131,6 @@ class OmniDualStreamBlock(GradientCheckpointingLayer):
         return hidden_states_a, hidden_states_b, attn_weights
 
 
-class OmniBackboneActivation(OmniActivation):
-    """[`OmniActivation`] in a backbone feed-forward layer `fc1 -> activation_fn -> fc2`.
-
-    Applied in place without autograd, the activation overwrites the output of `fc1`, which a forward hook on `fc1`
-    may have kept (e.g. to extract features). While `fc1` has forward hooks, the activation therefore runs out of
-    place, and the hooks see `fc1`'s own output.
-    """
-
-    def __init__(self, name: str, fc1: nn.Module):
-        super().__init__(name)
-        # Not a submodule (the feed-forward layer owns `fc1`, and its weights): only its forward hooks are read.
-        self.__dict__["_fc1"] = fc1
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self._fc1._forward_hooks:
-            return self.act(hidden_states)
-        return super().forward(hidden_states)
-
-
-@contextlib.contextmanager
-def _unexpected_weights_ignored(model_class: type[PreTrainedModel]):
-    """While loading a vision tower out of a larger checkpoint (an image-text model, a pooling head it does not
-    build), `from_pretrained` would list every other weight as "UNEXPECTED": this class ignores them meanwhile."""
-    had_own = "_keys_to_ignore_on_load_unexpected" in model_class.__dict__
-    saved = model_class.__dict__.get("_keys_to_ignore_on_load_unexpected")
-    model_class._keys_to_ignore_on_load_unexpected = [r".*"]
-    try:
-        yield
-    finally:
-        if had_own:
-            model_class._keys_to_ignore_on_load_unexpected = saved
-        else:
-            del model_class._keys_to_ignore_on_load_unexpected
-
-
 class OmniVisionPreTrainedModel(OmniPreTrainedModel):
     config: OmniVisionConfig
     config_class = OmniVisionConfig
@@ -196,9 +160,9 @@ class OmniVisionPreTrainedModel(OmniPreTrainedModel):
 
         Args:
             backbone_name_or_path: a Hub id or local folder of a SigLIP, SigLIP2 or CLIP checkpoint (vision-only or
-                full image-text; only the vision tower is loaded, SigLIP's attention-pooling head is dropped, and the
-                checkpoint's other weights, e.g. the text tower, are left out without a report; missing weights of
-                the tower are reported as by `from_pretrained`).
+                full image-text; only the vision tower is loaded and SigLIP's attention-pooling head is dropped:
+                transformers' loading report lists the checkpoint's other weights, e.g. the text tower, as
+                "UNEXPECTED", as for `SiglipVisionModel.from_pretrained` on such a checkpoint).
             kwargs: [`OmniVisionConfig`] arguments for the layers on top (e.g. `num_tokens=64`); every other argument
                 is an `AutoModel.from_pretrained` option for the tower (`dtype`, `attn_implementation`, `device_map`,
                 `revision`, `subfolder`, `cache_dir`, `token`, `local_files_only`, ...), with its defaults: without
@@ -227,8 +191,9 @@ class OmniVisionPreTrainedModel(OmniPreTrainedModel):
         backbone_config = getattr(backbone_config, "vision_config", backbone_config)
         if hasattr(backbone_config, "vision_use_head"):
             backbone_config.vision_use_head = False
-        with _unexpected_weights_ignored(AutoModel._model_mapping[type(backbone_config)]):
-            backbone = AutoModel.from_pretrained(backbone_name_or_path, config=backbone_config, **kwargs)
+        if config_kwargs.get("output_attentions") and "attn_implementation" not in kwargs:
+            kwargs["attn_implementation"] = "eager"  # as `from_pretrained(..., output_attentions=True)` chooses
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, config=backbone_config, **kwargs)
 
         # The layers on top follow the tower as transformers loaded it: its dtype, device and attention implementation.
         attn_implementation = backbone.config._attn_implementation
@@ -301,7 +266,7 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
     @staticmethod
     def _activations_in_place_at_inference(backbone: nn.Module, hidden_act: str) -> None:
         """Swap the activation of the backbone's feed-forward layers (`fc1 -> activation_fn -> fc2` in SigLIP, SigLIP2
-        and CLIP) for [`OmniBackboneActivation`]: the same function, applied in place without autograd. Their
+        and CLIP) for [`OmniActivation`]: the same function, applied in place without autograd. Their
         `[tokens, intermediate_size]` buffers are the peak memory of the model at inference; this drops one of the
         two. It runs out of place while `fc1` has forward hooks, so that they see its output and not the activation
         written over it. Activations without an in-place kernel (e.g. CLIP's quick GELU) are left as they are."""
@@ -309,7 +274,7 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
             return
         for module in backbone.modules():
             if all(hasattr(module, name) for name in ("fc1", "activation_fn", "fc2")):
-                module.activation_fn = OmniBackboneActivation(hidden_act, module.fc1)
+                module.activation_fn = OmniActivation(hidden_act, module, "fc1")
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
@@ -403,6 +368,7 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_unused_kwargs(kwargs)
         blocks_output_attentions = returns_attention_weights(self.config, output_attentions)
 
         features, grid, backbone_outputs = self.backbone_features(
@@ -472,6 +438,7 @@ class OmniVisionForImageClassification(OmniVisionPreTrainedModel):
                 follows `config.problem_type` as in transformers' classifiers.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_unused_kwargs(kwargs)
         outputs = self.model(
             pixel_values,
             output_attentions=output_attentions,
