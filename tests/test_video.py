@@ -81,7 +81,8 @@ def test_default_config_is_the_spec_full_size():
         ({"rope_theta": 0.0}, "rope_theta"),
         ({"rope_theta": -1.0}, "rope_theta"),
         ({"layer_norm_eps": 0.0}, "layer_norm_eps"),
-        ({"hidden_act": "foo"}, "hidden_act must be an activation"),
+        ({"hidden_act": "foo"}, "Unknown hidden_act .foo."),
+        ({"rope_theta": float("inf")}, "rope_theta must be a positive finite number"),
     ],
 )
 def test_config_validation(kwargs, message):
@@ -497,8 +498,9 @@ def test_half_precision_forward_is_finite(dtype):
         ((1, 2, 3, 6, 28), None, "smaller than one 7x7 patch"),
         ((2, 3, 3, 28, 28), [[1, 1, 1]], r"frame_mask must have shape \[batch, frames\]"),
         ((1, 3, 3, 28, 28), [[0, 0, 0]], "at least one real frame"),
-        ((1, 3, 3, 28, 28), [[1, 0, 1]], "after the real frames"),
-        ((1, 3, 3, 28, 28), [[1, 2, 1]], "only 0"),
+        ((1, 3, 3, 28, 28), [[1, 0, 1]], "frame_mask must be 1 on a prefix of each row"),
+        ((1, 3, 3, 28, 28), [[0, 1, 1]], r"right padding\): the real frames first"),
+        ((1, 3, 3, 28, 28), [[1, 2, 1]], "values other than 0 and 1"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(shape, frame_mask, message):

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
 
-from .configuration_omni_vision import OmniVisionConfig
+from .configuration_omni_vision import OmniVisionConfig, validate_common_fields
 
 
 # How the pooled video embedding is made from the compressed tokens (see `OmniVideoConfig.pooling`).
@@ -145,17 +144,7 @@ class OmniVideoConfig(PreTrainedConfig):
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}.")
         if self.router_aux_loss_coef < 0:
             raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef}.")
-        if not 0.0 <= self.attention_dropout < 1.0 or not 0.0 <= self.classifier_dropout < 1.0:
-            raise ValueError("attention_dropout and classifier_dropout must be in [0, 1).")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta (base of the rotary frequencies) must be positive, got {self.rope_theta}.")
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps}.")
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(
-                f"hidden_act must be an activation of transformers' ACT2FN (e.g. 'silu', 'gelu'), got "
-                f"{self.hidden_act!r}."
-            )
+        validate_common_fields(self)
 
     @property
     def hidden_size(self) -> int:

@@ -30,6 +30,24 @@ def _is_real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def validate_common_fields(config: PreTrainedConfig) -> None:
+    """The checks the vision and video configs share: `rope_theta` and `layer_norm_eps` positive and finite,
+    `hidden_act` one of transformers' activations, `attention_dropout` and `classifier_dropout` in [0, 1)."""
+    for name in ("rope_theta", "layer_norm_eps"):
+        value = getattr(config, name)
+        if not _is_real(value) or not 0 < value < math.inf:
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    if not isinstance(config.hidden_act, str) or config.hidden_act not in ACT2FN:
+        raise ValueError(
+            f"Unknown hidden_act {config.hidden_act!r}; expected one of transformers' activations: "
+            f"{', '.join(sorted(ACT2FN))}."
+        )
+    for name in ("attention_dropout", "classifier_dropout"):
+        value = getattr(config, name)
+        if not _is_real(value) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}.")
+
+
 @strict
 class OmniVisionConfig(PreTrainedConfig):
     r"""
@@ -137,19 +155,7 @@ class OmniVisionConfig(PreTrainedConfig):
                 f"The head dimension ({self.hidden_size // self.num_attention_heads}) must be divisible by 4 so that "
                 "the 2D rotary embedding can give x and y an equal number of frequency pairs."
             )
-        for name in ("rope_theta", "layer_norm_eps"):
-            value = getattr(self, name)
-            if not _is_real(value) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
-            raise ValueError(
-                f"Unknown hidden_act {self.hidden_act!r}; expected one of transformers' activations: "
-                f"{', '.join(sorted(ACT2FN))}."
-            )
-        for name in ("attention_dropout", "classifier_dropout"):
-            value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}.")
+        validate_common_fields(self)
 
     @property
     def hidden_size(self) -> int:

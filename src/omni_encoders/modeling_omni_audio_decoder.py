@@ -644,6 +644,8 @@ class OmniAudioDecoderModel(OmniAudioDecoderPreTrainedModel):
     control and [`~OmniAudioDecoderModel.generate_stream`] yields the waveform in chunks.
     """
 
+    _also_auto_classes = ("AutoModel",)  # the model type has no base model: AutoModel loads it, as VITS
+
     def __init__(self, config: OmniAudioDecoderConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)

@@ -22,6 +22,7 @@ from .modeling_omni_common import (
     OmniTokenCompressor,
     grid_positions,
     returns_attention_weights,
+    right_padding_lengths,
 )
 from .modeling_omni_vision import OmniVisionModel
 
@@ -297,21 +298,12 @@ class OmniVideoPreTrainedModel(OmniPreTrainedModel):
     input_modalities = ("video",)
     _no_split_modules = ["OmniVideoBlock", "OmniTokenCompressor"]
 
-    def check_unused_kwargs(self, kwargs: dict) -> None:
-        """Raise for the keyword arguments that `forward` gathers in `**kwargs` but does not use (an `attention_mask`
-        meant as the frame mask, a misspelled name), instead of silently ignoring them. `None` values carry nothing
-        and pass (generic wrappers fill unused inputs with `None`), and so does the video processor's
-        `video_metadata` (`return_metadata=True`), so that `model(**processor(videos, return_metadata=True))` works."""
-        unused = sorted(name for name, value in kwargs.items() if value is not None and name != "video_metadata")
-        if "attention_mask" in unused:
-            raise ValueError(
-                f"{type(self).__name__} takes no `attention_mask`: mark the padded frames with `frame_mask` "
-                "[batch, frames] (1 = real frame, 0 = padding), as the video processor returns it."
-            )
-        if unused:
-            raise TypeError(
-                f"{type(self).__name__}.forward() got unexpected keyword argument(s) {', '.join(map(repr, unused))}."
-            )
+
+# `forward(**kwargs)`: the mask a user may pass under the name other models use.
+FRAME_MASK_HINT = {
+    "attention_mask": "mark the padded frames with `frame_mask` [batch, frames] (1 = real frame, 0 = padding), as the "
+    "video processor returns it."
+}
 
 
 class OmniVideoModel(OmniVideoPreTrainedModel):
@@ -374,16 +366,9 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
                 f"frame_mask must have shape [batch, frames] = {(batch_size, num_frames)}, got "
                 f"{tuple(frame_mask.shape)}."
             )
-        if torch.compiler.is_compiling():
-            return
-        if ((frame_mask != 0) & (frame_mask != 1)).any():
-            raise ValueError("frame_mask must contain only 0 (padded frame) and 1 (real frame).")
-        if (frame_mask[:, 0] == 0).any():
+        lengths = right_padding_lengths(frame_mask, "frame_mask", ": the real frames first, then the padded ones")
+        if not torch.compiler.is_compiling() and bool((lengths == 0).any()):
             raise ValueError("Every video needs at least one real frame: frame_mask[:, 0] must be 1.")
-        if (frame_mask[:, 1:] > frame_mask[:, :-1]).any():
-            raise ValueError(
-                "Padded frames must come after the real frames: each row of frame_mask must be 1s then 0s."
-            )
 
     def rotary_tables(
         self, batch_size: int, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype = torch.float32
@@ -474,14 +459,16 @@ class OmniVideoModel(OmniVideoPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self.check_unused_kwargs(kwargs)
+        self.check_unused_kwargs(kwargs, accepted=("video_metadata",), hints=FRAME_MASK_HINT)
         self.validate_inputs(pixel_values_videos, frame_mask)
         batch_size, num_frames = pixel_values_videos.shape[:2]
         if frame_mask is not None:
             frame_mask = frame_mask.to(pixel_values_videos.device)
             # Attention gives the padded frames a weight of 0, but 0 * NaN (or * inf) is NaN: their pixels are zeroed
-            # (out of place) so that nothing non-finite in the padding can reach a real frame.
-            pixel_values_videos = pixel_values_videos.masked_fill(~frame_mask.bool()[:, :, None, None, None], 0)
+            # (out of place: a copy of the input, only made when something is padded) so that nothing non-finite in
+            # the padding can reach a real frame.
+            if torch.compiler.is_compiling() or not bool(frame_mask.bool().all()):
+                pixel_values_videos = pixel_values_videos.masked_fill(~frame_mask.bool()[:, :, None, None, None], 0)
 
         frames = pixel_values_videos.flatten(0, 1)
         height, width = self.vision_model.patch_grid(frames)
@@ -580,7 +567,7 @@ class OmniVideoForVideoClassification(OmniVideoPreTrainedModel):
             processor's `video_metadata` is accepted and ignored.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self.check_unused_kwargs(kwargs)
+        self.check_unused_kwargs(kwargs, accepted=("video_metadata",), hints=FRAME_MASK_HINT)
         outputs = self.model(
             pixel_values_videos,
             frame_mask=frame_mask,

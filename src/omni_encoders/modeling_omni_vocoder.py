@@ -28,7 +28,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration_omni_audio_decoder import validate_vocoder_layout
-from .modeling_omni_common import load_c_kernel
+from .modeling_omni_common import lengths_to_mask, load_c_kernel
 
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d)
 
@@ -457,7 +457,7 @@ def _time_mask(lengths: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor
     shape that broadcasts against it; `None` for `lengths=None` (nothing to mask)."""
     if lengths is None:
         return None
-    valid = torch.arange(like.shape[-1], device=like.device) < lengths[:, None]
+    valid = lengths_to_mask(lengths, like.shape[-1])
     return valid.to(like.dtype).view(like.shape[0], *(1,) * (like.dim() - 2), like.shape[-1])
 
 
