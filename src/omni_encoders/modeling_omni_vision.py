@@ -220,8 +220,8 @@ class OmniVisionModel(OmniVisionPreTrainedModel):
         add_token_compressor (`bool`, defaults to `True`): build the TiTok compressor. The video encoder reuses this
             model without it and gets the patch embeddings as `last_hidden_state`.
         backbone ([`PreTrainedModel`], *optional*): the vision tower to use, a model of `config.backbone_config` (the
-            same config object), e.g. a pretrained one (see [`~OmniVisionModel.from_backbone_pretrained`]). By
-            default a new one is built from `config.backbone_config`.
+            same config object), e.g. a pretrained one (see [`~OmniVisionModel.from_backbone_pretrained`]); it runs
+            with the model's attention implementation. By default a new one is built from `config.backbone_config`.
     """
 
     def __init__(
