@@ -371,6 +371,10 @@ def test_rvq_codes_decode_to_the_quantised_features_and_train_the_encoder():
 
 def test_bad_inputs_raise_clear_errors():
     model = OmniAudioModel(tiny_audio_config())
+    for head in (model, OmniAudioForCTC(tiny_audio_config()), OmniAudioForAudioClassification(tiny_audio_config())):
+        with pytest.raises(TypeError, match="unexpected keyword argument.*'attention_masks'"):
+            head(torch.randn(1, 640), attention_masks=torch.ones(1, 640))  # a misspelt mask is not ignored
+    assert model(torch.randn(1, 640), token_type_ids=None).last_hidden_state.shape[1] == 10  # None carries nothing
     with pytest.raises(ValueError, match="shorter than one encoder frame"):
         model(torch.randn(1, 63))
     with pytest.raises(ValueError, match="empty batch"):

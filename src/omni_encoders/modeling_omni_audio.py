@@ -705,6 +705,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_unused_kwargs(kwargs)
         if cache is not None:
             use_cache = True
             if len(cache) > 0:
@@ -736,7 +737,6 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
                 attention_mask=attention_mask,
                 frame_mask=frame_scale,
                 cache=cache,
-                **kwargs,
             )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
@@ -801,6 +801,7 @@ class OmniAudioForCTC(OmniAudioPreTrainedModel):
             the text it gets alone.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_unused_kwargs(kwargs)
         if labels is not None:
             self._check_labels(labels, input_values.shape[0])
         outputs = self.model(
@@ -809,7 +810,6 @@ class OmniAudioForCTC(OmniAudioPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
-            **kwargs,
         )
         logits = self.lm_head(self.dropout(outputs.last_hidden_state))
         if attention_mask is not None:
@@ -889,13 +889,13 @@ class OmniAudioForAudioClassification(OmniAudioPreTrainedModel):
                 `config.use_quantizer`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.check_unused_kwargs(kwargs)
         outputs = self.model(
             input_values,
             attention_mask=attention_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
-            **kwargs,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None
