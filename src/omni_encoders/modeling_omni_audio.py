@@ -386,7 +386,6 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         frame_mask: torch.Tensor | None = None,
         cache: OmniLatentCache | None = None,
-        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
@@ -401,7 +400,7 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
         """
         hidden_states = hidden_states + 0.5 * self.dropout(self.ff1(self.ff1_norm(hidden_states)))
         attn_output, attn_weights = self.attn(
-            self.attn_norm(hidden_states), position_embeddings, attention_mask=attention_mask, cache=cache, **kwargs
+            self.attn_norm(hidden_states), position_embeddings, attention_mask=attention_mask, cache=cache
         )
         hidden_states = hidden_states + self.dropout(attn_output)
         hidden_states = hidden_states + self.dropout(self.conv(hidden_states, frame_mask))

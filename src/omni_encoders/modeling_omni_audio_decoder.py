@@ -396,7 +396,6 @@ class OmniAudioDecoderFFTBlock(GradientCheckpointingLayer):
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
-        **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
@@ -409,7 +408,7 @@ class OmniAudioDecoderFFTBlock(GradientCheckpointingLayer):
             `(hidden_states [B, L, D], attention weights or None)`.
         """
         attn_output, attn_weights = self.self_attn(
-            self.attn_norm(hidden_states), position_embeddings, attention_mask=attention_mask, **kwargs
+            self.attn_norm(hidden_states), position_embeddings, attention_mask=attention_mask
         )
         hidden_states = hidden_states + self.dropout(attn_output)
         hidden_states = hidden_states + self.dropout(self.ffn(self.ffn_norm(hidden_states), padding_mask))
