@@ -16,6 +16,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,9 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, logging
+
+from .hardware import cpu_capability, cpu_model_name, flex_attention_cpu_problem
+
 
 logger = logging.get_logger(__name__)
 
@@ -201,6 +205,13 @@ def returns_attention_weights(config, output_attentions: bool | None) -> bool:
     return False
 
 
+def check_flex_attention_device(device: torch.device) -> None:
+    """Refuse flex attention on a CPU whose compiled flex kernels give wrong results (see
+    [`~hardware.flex_attention_cpu_problem`]) with a `ValueError` that says what to use instead."""
+    if device.type == "cpu" and (problem := flex_attention_cpu_problem()) is not None:
+        raise ValueError(problem)
+
+
 def dispatch_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -214,6 +225,8 @@ def dispatch_attention(
     `module` provides `config`, `scaling`, `attention_dropout`, `is_causal` and `num_key_value_groups`, as transformers'
     attention functions expect. Returns `(output [B, Lq, H * Dv], weights or None)`.
     """
+    if module.config._attn_implementation == "flex_attention":
+        check_flex_attention_device(query.device)
     attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
         module.config._attn_implementation, eager_attention_forward
     )
@@ -800,7 +813,9 @@ def load_c_kernel(name: str, source: str, flags: tuple[str, ...] = ()) -> ctypes
     then run their PyTorch version.
 
     The library is built once per machine into `$OMNI_ENCODERS_CACHE/kernels` (default `~/.cache/omni_encoders`),
-    under a name derived from the source and flags, and moved into place atomically, so concurrent processes share it.
+    under a name derived from the source, the flags, the compiler and the CPU (model and PyTorch's capability), and
+    moved into place atomically, so concurrent processes share it. No source is built with `-march=native`: the
+    kernels pick their instruction set at load time.
     Transformers compiles some custom kernels at run time the same way; plain C through ctypes needs no PyTorch
     headers and builds in well under a second.
     """
@@ -810,7 +825,9 @@ def load_c_kernel(name: str, source: str, flags: tuple[str, ...] = ()) -> ctypes
     if compiler is None:
         logger.warning_once(f"No C compiler found: the {name} kernel is not built; its (slower) PyTorch version runs.")
         return None
-    digest = hashlib.sha256("\0".join((source, *flags)).encode()).hexdigest()[:16]
+    # Keyed by the CPU too: a cache shared between machines (a network home) never hands one CPU's build to another.
+    machine = (platform.machine(), cpu_model_name(), cpu_capability(), compiler)
+    digest = hashlib.sha256("\0".join((source, *flags, *machine)).encode()).hexdigest()[:16]
     cache_dir = os.environ.get("OMNI_ENCODERS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "omni_encoders"))
     library = os.path.join(cache_dir, "kernels", f"{name}_{digest}.so")
     try:
@@ -953,6 +970,15 @@ class OmniPreTrainedModel(OmniHubMixin, PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def _flex_attn_can_dispatch(self, is_init_check: bool = False) -> bool:
+        """transformers' check, and on a machine without a GPU, ours: flex attention is refused where PyTorch's CPU
+        flex kernels give wrong results (CPUs without AVX-512; see [`check_flex_attention_device`]). With a GPU, a
+        model may still run on the CPU: the attention layers check their inputs' device at call time."""
+        super()._flex_attn_can_dispatch(is_init_check)
+        if not torch.cuda.is_available():
+            check_flex_attention_device(torch.device("cpu"))
+        return True
 
     def check_unused_kwargs(
         self, kwargs: dict, accepted: Sequence[str] = (), hints: dict[str, str] | None = None

@@ -107,7 +107,9 @@ _SNAKE_C_SOURCE = r"""#include <pthread.h>
    precision. Branch-free inner loops, compiled for AVX-512 and AVX2 next to the baseline (picked at load time), so
    that they vectorise. */
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#if defined(VECTOR_CLONES)
+/* given on the command line (empty: compiled for the -march level alone) */
+#elif defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
 #define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define VECTOR_CLONES
@@ -263,10 +265,15 @@ int omni_snake(const void *x, void *out, int64_t is_bf16, int64_t channels_last,
 """
 
 
-@functools.lru_cache(maxsize=1)
-def _snake_kernel():
-    """The compiled Snake kernel (a ctypes function), or None where it cannot be built (see [`load_c_kernel`])."""
-    library = load_c_kernel("snake", _SNAKE_C_SOURCE, ("-pthread", "-lm"))
+@functools.cache
+def _snake_kernel(march: str | None = None):
+    """The compiled Snake kernel (a ctypes function), or None where it cannot be built (see [`load_c_kernel`]).
+
+    By default one library holds the AVX-512, AVX2 and baseline x86-64 versions and the loader picks the one the CPU
+    runs (GCC's `target_clones`), so it is right on every x86 CPU; `march` (e.g. "x86-64-v3", AVX2) builds that level
+    alone instead, which lets the tests run each version on a CPU that has more."""
+    flags = ("-pthread", "-lm") + ((f"-march={march}", "-DVECTOR_CLONES=") if march else ())
+    library = load_c_kernel("snake", _SNAKE_C_SOURCE, flags)
     if library is None:
         return None
     function = library.omni_snake
