@@ -47,7 +47,6 @@ TRAINING_DEFAULTS = {
     "num_train_epochs": 30,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 128,
-    "bf16": True,
     "logging_steps": 20,
     "eval_strategy": "no",
     "save_strategy": "epoch",

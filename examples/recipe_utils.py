@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +19,8 @@ import torch
 import transformers
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+
+from omni_encoders.hardware import describe_cpu, use_bf16_mixed_precision
 
 
 logger = logging.getLogger(__name__)
@@ -33,9 +34,15 @@ def parse_args(dataclass_types: Sequence[type], defaults: dict, args: Sequence[s
     `python examples/<task>.py --output_dir out` alone reproduces the documented result; any flag overrides them.
     A single `.json` argument is read as a file of arguments, as in transformers' examples (the recipe's defaults still
     apply to keys it does not set). Without a GPU, `use_cpu` defaults to true: `TrainingArguments` only accepts
-    `--bf16` on the CPU (autocast) when it is set.
+    `--bf16` on the CPU (autocast) when it is set. `--bf16` defaults to the project's rule
+    (`omni_encoders.hardware.use_bf16_mixed_precision`): on where the GPU or CPU (AMX, AVX512-BF16) runs bfloat16
+    natively, off elsewhere (CPUs with AVX2 only emulate bfloat16, 50-80x slower than float32).
     """
-    defaults = {"use_cpu": not (torch.cuda.is_available() or torch.xpu.is_available()), **defaults}
+    defaults = {
+        "use_cpu": not (torch.cuda.is_available() or torch.xpu.is_available()),
+        "bf16": use_bf16_mixed_precision(),
+        **defaults,
+    }
     parser = HfArgumentParser(dataclass_types)
     parser.set_defaults(**defaults)
     args = list(sys.argv[1:] if args is None else args)
@@ -58,7 +65,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(log_level)
     logger.info(
         f"process {training_args.process_index} of {training_args.world_size}, device {training_args.device}, "
-        f"bf16 {training_args.bf16}, torch threads {torch.get_num_threads()}"
+        f"bf16 {training_args.bf16}, CPU {describe_cpu()}"
     )
 
 
@@ -165,7 +172,7 @@ def _device_name(training_args: TrainingArguments) -> str:
     device = training_args.device
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    return f"{describe_cpu()}, {os.cpu_count()} cores"
 
 
 # ------------------------------------------------------------------------------------------------------ audio recipes

@@ -73,7 +73,6 @@ TRAINING_DEFAULTS = {
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
     "train_sampling_strategy": "group_by_length",
-    "bf16": True,
     "logging_steps": 20,
     "eval_strategy": "no",
     "save_strategy": "epoch",

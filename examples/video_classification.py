@@ -60,7 +60,6 @@ TRAINING_DEFAULTS = {
     "num_train_epochs": 6,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
-    "bf16": True,
     "logging_steps": 20,
     "eval_strategy": "no",
     "save_strategy": "epoch",

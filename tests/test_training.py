@@ -279,6 +279,19 @@ def load_recipe(script: str):
     return importlib.import_module(script)
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_recipes_default_to_bf16_autocast_only_where_the_hardware_runs_it(native_bf16, monkeypatch, tmp_path):
+    from transformers import TrainingArguments
+
+    recipe_utils = load_recipe("recipe_utils")
+    monkeypatch.setattr(recipe_utils, "use_bf16_mixed_precision", lambda: native_bf16)
+    (training_args,) = recipe_utils.parse_args([TrainingArguments], {}, ["--output_dir", str(tmp_path)])
+    assert training_args.bf16 is native_bf16
+    argv = ["--output_dir", str(tmp_path), "--bf16", "false"]
+    (training_args,) = recipe_utils.parse_args([TrainingArguments], {}, argv)
+    assert training_args.bf16 is False  # the flag overrides the rule
+
+
 def recipe_args(recipe: TinyRecipe, output_dir, cache_dir, *extra: str) -> list[str]:
     return [
         *recipe.args, "--output_dir", str(output_dir), "--dataset_cache_dir", str(cache_dir),
@@ -679,6 +692,26 @@ def test_tour_encoding_steps_at_small_size(tmp_path, monkeypatch, capsys):
     steps = [line for line in output.splitlines() if line.startswith("train step")]
     losses = [float(line.split(": loss ")[1].split()[0]) for line in steps]
     assert len(losses) == 5 and losses[-1] < losses[0]
+    assert re.search(r"^CPU: .*; dtype (bf16|fp32) \(auto: (bfloat16|float32), ", output, re.MULTILINE)
+    assert re.search(r"Tour finished in \d+ s \((bf16|fp32), ", output)
+
+
+@pytest.mark.parametrize(
+    "capability, amx, expected", [("AVX2", False, torch.float32), ("AVX512", True, torch.bfloat16)]
+)
+def test_tour_dtype_follows_the_cpu_unless_given(capability, amx, expected, monkeypatch, capsys):
+    """`--dtype auto` (the default): bf16 on an AMX CPU, fp32 on an AVX2 one, and said so; `--dtype` overrides."""
+    from omni_encoders import cli, hardware
+
+    monkeypatch.setattr(hardware, "cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen = []
+    monkeypatch.setitem(cli.TOUR_STEPS, "vision", lambda args: seen.append((args.torch_dtype, args.dtype)))
+    assert cli.main(["--steps", "vision"]) == 0
+    assert seen == [(expected, {torch.float32: "fp32", torch.bfloat16: "bf16"}[expected])]
+    assert f"({capability if not amx else 'AMX'}" in capsys.readouterr().out
+    assert cli.main(["--steps", "vision", "--dtype", "fp32"]) == 0 and seen[-1] == (torch.float32, "fp32")
 
 
 @pytest.mark.parametrize(
@@ -721,5 +754,6 @@ def test_tour_trains_a_spoken_digit_classifier_and_serves_it_through_the_pipelin
     assert losses[-1] < losses[0]
     assert "clips of 5 voices it never heard: accuracy" in output
     assert "OmniAudioForAudioClassification via pipeline('audio-classification') on a wav file" in output
+    assert re.search(r"true '\w+': (correct|a miss \(the classifier gets \d+% )", output)  # says which it is
     saved = tmp_path / "m" / "spoken_digits"
     assert (saved / "model.safetensors").is_file() and (saved / "preprocessor_config.json").is_file()

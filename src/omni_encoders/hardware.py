@@ -7,7 +7,7 @@ bfloat16 arithmetic, so PyTorch emulates it there, 50-80x slower than float32. `
 recipes and the benchmarks) therefore means bfloat16 where the hardware runs it natively and float32 elsewhere:
 
     >>> from omni_encoders.hardware import resolve_dtype
-    >>> choice = resolve_dtype("auto")
+    >>> choice = resolve_dtype("auto")  # on an AVX2 machine:
     >>> choice.dtype, choice.reason
     (torch.float32, 'auto: float32, this CPU (AVX2) has no native bfloat16 (AMX or AVX512-BF16)')
 
@@ -138,6 +138,6 @@ def flex_attention_cpu_problem() -> str | None:
     return (
         f"PyTorch {torch.__version__.split('+')[0]}'s CPU kernels for flex_attention give wrong results (NaN or wrong "
         f"values, depending on the sequence lengths and threads) on CPUs whose vector instructions are {capability} "
-        "(they are right with AVX-512). Use attn_implementation='sdpa' (the same attention) or 'eager' on this machine, "
-        "or run the model on a GPU."
+        "(they are right with AVX-512). Use attn_implementation='sdpa' (the same attention) or 'eager' on this "
+        "machine, or run the model on a GPU."
     )
