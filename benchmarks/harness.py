@@ -23,7 +23,6 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import statistics
 import time
 import weakref
@@ -35,12 +34,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from omni_encoders.hardware import DTYPE_NAMES as DTYPES
+from omni_encoders.hardware import cpu_kind, cpu_model_name, resolve_dtype
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options every suite takes (see each suite's `--help` for its own)."""
-    parser.add_argument("--dtype", choices=list(DTYPES), default="bf16", help="weights and inputs dtype")
+    parser.add_argument(
+        "--dtype", choices=["auto", *DTYPES], default="auto",
+        help="weights and inputs dtype; auto: bf16 where the device runs it natively (AMX, AVX512-BF16, GPU), else fp32",
+    )  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument(
@@ -68,6 +71,10 @@ def setup(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    choice = resolve_dtype(args.dtype, args.device.split(":")[0])
+    if args.dtype == "auto":
+        print(f"dtype: {choice.name} ({choice.reason})")
+    args.dtype = choice.name
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if args.device == "cpu" and busy > (os.cpu_count() or 1) and torch.get_num_threads() > 1:
         print(
@@ -98,7 +105,7 @@ def describe(args: argparse.Namespace) -> str:
     if args.device.startswith("cuda"):
         device = torch.cuda.get_device_name(args.device)
     else:
-        device = f"cpu ({platform.processor() or platform.machine()}, {torch.backends.cpu.get_cpu_capability()})"
+        device = f"cpu ({cpu_model_name()}, {cpu_kind()})"
     return (
         f"device={device} threads={torch.get_num_threads()} dtype={args.dtype} batch={args.batch_size} "
         f"attn={args.attn} torch={torch.__version__} transformers={transformers.__version__} "
@@ -357,7 +364,20 @@ def write_json(rows: list[dict], args: argparse.Namespace) -> None:
         return
     with open(args.json, "a") as handle:
         for row in rows:
-            handle.write(json.dumps({**row, "setup": describe(args)}) + "\n")
+            handle.write(json.dumps({**row, **machine(args), "setup": describe(args)}) + "\n")
+
+
+def machine(args: argparse.Namespace) -> dict:
+    """What every JSON row records of the machine and settings, as fields of their own: the CPU (or GPU) model, its
+    kind ("AMX", "AVX512-BF16", "AVX512", "AVX2": which decides whether bf16 is fast), threads and dtype."""
+    on_gpu = args.device.startswith("cuda")
+    return {
+        "device": torch.cuda.get_device_name(args.device) if on_gpu else "cpu",
+        "cpu": cpu_model_name(),
+        "cpu_kind": cpu_kind(),
+        "threads": torch.get_num_threads(),
+        "dtype": args.dtype,
+    }
 
 
 def count_flops(fn: Callable[[], object], module: torch.nn.Module) -> int:

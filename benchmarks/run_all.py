@@ -4,6 +4,7 @@
     python benchmarks/run_all.py --threads 1 --json results.jsonl            # the README's tables
     python benchmarks/run_all.py --scaling                                   # + every scaling sweep
     python benchmarks/run_all.py --suites vision audio --dtype fp32
+    python benchmarks/run_all.py --threads 2 --dtypes fp32 bf16 --json results.jsonl  # every suite in both dtypes
 
 The common options (`--dtype`, `--device`, `--batch-size`, `--attn`, `--repeat`, `--warmup`, `--threads`,
 `--scaling`, `--json`) are passed to every suite; each suite keeps its own size default (video: small width, see
@@ -37,20 +38,26 @@ SUITES = {
 def main(argv=None):
     parser = add_common_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--suites", nargs="+", choices=list(SUITES), default=list(SUITES))
+    parser.add_argument(
+        "--dtypes", nargs="+", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+        help="run every suite once per dtype (replaces --dtype)",
+    )  # fmt: skip
     parser.set_defaults(size=None, repeat=None, warmup=None)
     args, _ = parser.parse_known_args(argv)
     forwarded = [arg for arg in (argv if argv is not None else sys.argv[1:])]
-    # Drop `--suites ...` from what the suites see.
-    if "--suites" in forwarded:
-        start = forwarded.index("--suites")
-        end = start + 1
-        while end < len(forwarded) and not forwarded[end].startswith("--"):
-            end += 1
-        forwarded = forwarded[:start] + forwarded[end:]
+    # Drop `--suites ...` and `--dtypes ...` from what the suites see.
+    for option in ("--suites", "--dtypes"):
+        if option in forwarded:
+            start = forwarded.index(option)
+            end = start + 1
+            while end < len(forwarded) and not forwarded[end].startswith("--"):
+                end += 1
+            forwarded = forwarded[:start] + forwarded[end:]
     rows = []
-    for name in args.suites:
-        print(f"\n{'=' * 30} {name} {'=' * 30}", flush=True)
-        rows += SUITES[name](forwarded) or []
+    for dtype in args.dtypes or [None]:
+        for name in args.suites:
+            print(f"\n{'=' * 30} {name}{f' ({dtype})' if dtype else ''} {'=' * 30}", flush=True)
+            rows += SUITES[name](forwarded + (["--dtype", dtype] if dtype else [])) or []
     return rows
 
 
