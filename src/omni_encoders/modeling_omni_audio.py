@@ -45,14 +45,16 @@ class OmniAudioModelOutput(ModelOutput):
 
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_frames, hidden_size)`):
-            Frame features after the last Conformer block (`num_frames = samples // 64` by default). Padded frames are
-            zero.
+            Frame features after the last Conformer block (`num_frames = samples // 64` by default), pooled by
+            `config.output_downsample_rate` (`ceil((samples // 64) / output_downsample_rate)` frames). Padded frames
+            are zero.
         pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
             Mean of `last_hidden_state` over each clip's valid frames.
         frame_mask (`torch.LongTensor` of shape `(batch_size, num_frames)`):
-            1 for the valid frames of each clip, 0 for padding (see [`audio_frame_lengths`]).
-        audio_codes (`torch.LongTensor` of shape `(batch_size, num_frames, num_codebooks)`, *optional*):
-            Residual quantisation codes when `config.use_quantizer`; -1 at padded frames.
+            1 for the valid frames of `last_hidden_state`, 0 for padding (see [`audio_frame_lengths`]).
+        audio_codes (`torch.LongTensor` of shape `(batch_size, samples // 64, num_codebooks)`, *optional*):
+            Residual quantisation codes when `config.use_quantizer`, at the tokenizer's frame rate; -1 at padded
+            frames.
             [`OmniAudioModel.decode_audio_codes`] maps them back to the quantised features.
         commitment_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Quantiser loss when `config.use_quantizer`: codebook term plus `commitment_cost` × commitment term, summed
@@ -64,10 +66,12 @@ class OmniAudioModelOutput(ModelOutput):
             What each attention layer keyed and valued: the normalised K/V latent and the shared rotary key of every
             frame, `kv_lora_rank + qk_rope_head_dim` values per frame and layer.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
-            The tokenizer output followed by the output of every Conformer block, `(batch_size, num_frames,
-            hidden_size)` each.
+            The tokenizer output followed by the output of every Conformer block, `(batch_size, samples // 64,
+            hidden_size)` each (before the output rate reduction).
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
-            Attention weights of every block, `(batch_size, num_heads, num_frames, num_frames)` (eager attention only).
+            Attention weights of every block, `(batch_size, num_heads, num_frames, num_frames)`, or with chunked
+            attention `(batch_size, num_chunks, num_heads, attention_chunk_size, window)` over each chunk's window of
+            keys (see [`OmniChunkedAttention`]) (eager attention only).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -728,6 +732,12 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
 
     Padded batches give on every clip's valid frames the features of the clip alone (pass the `attention_mask` the
     feature extractor returns; right padding).
+
+    Long audio: with `config.attention_chunk_size` the attention is chunked (each chunk of frames attends to
+    `attention_left_chunks` chunks before it and `attention_right_context` frames after it), computed as a batch of
+    chunks, so time and memory are linear in the audio; `config.output_downsample_rate` pools the output frames
+    (e.g. 10: 25 frames/s for a language model); [`~OmniAudioModel.encode_stream`] encodes audio piece by piece and
+    yields exactly the frames of the offline chunked forward.
     """
 
     def __init__(self, config: OmniAudioConfig):
@@ -866,7 +876,8 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         >>> from omni_encoders import OmniAudioConfig, OmniAudioModel
         >>> config = OmniAudioConfig(
         ...     attention_chunk_size=50, attention_left_chunks=4, conv_module_causal=True,
-        ...     tokenizer_norm_statistics="frame", num_hidden_layers=2, hidden_size=256, intermediate_size=512,
+        ...     tokenizer_norm_statistics="frame", num_hidden_layers=2, hidden_size=256, qk_rope_head_dim=16,
+        ...     intermediate_size=512,
         ... )
         >>> model = OmniAudioModel(config).eval()
         >>> audio = torch.randn(32000)
@@ -1227,4 +1238,6 @@ __all__ = [
     "OmniAudioModel",
     "OmniAudioModelOutput",
     "OmniAudioPreTrainedModel",
+    "OmniAudioStreamState",
+    "pool_frames",
 ]
