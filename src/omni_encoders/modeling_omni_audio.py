@@ -973,7 +973,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         Args:
             input_values (`torch.FloatTensor` of shape `(batch_size, num_samples)`):
                 16 kHz mono waveforms, e.g. from [`OmniAudioFeatureExtractor`] (`(batch_size, 1, num_samples)` is
-                accepted too). At least `config.inputs_to_logits_ratio` (64) samples.
+                accepted too). At least `config.tokenizer_samples_per_frame` (64) samples.
             attention_mask (`torch.LongTensor` of shape `(batch_size, num_samples)`, *optional*):
                 1 on the valid samples of each clip, 0 on right padding.
             speaker_features (`torch.FloatTensor` of shape `(batch_size, num_mel_frames, speaker_num_mel_bins)`):
