@@ -6,6 +6,7 @@
     python benchmarks/bench_audio.py --size small --scaling # + audio 1 s -> 2 min (see the README for 10 min)
     python benchmarks/bench_audio.py --samples-per-frame 320   # our tokenizer at wav2vec2's frame rate
     python benchmarks/bench_audio.py --seconds 600 --one-call --peers native  # 10 min: one call each (hours)
+    python benchmarks/bench_audio.py --chunk-size 250 --left-chunks 2   # chunked attention (1 s chunks): linear time
 
 Two peers, both with our width, depth, heads, FFN width and depthwise kernel, rotary positions and `--attn`:
 
@@ -40,6 +41,11 @@ TOKENIZERS = {64: ((7, 5, 5, 3, 3, 3), (2, 2, 2, 2, 2, 2)), 320: ((10, 8, 3, 3, 
 def our_config(args: argparse.Namespace) -> OmniAudioConfig:
     kernel_sizes, strides = TOKENIZERS[args.samples_per_frame]
     tokenizer = {"tokenizer_kernel_sizes": kernel_sizes, "tokenizer_strides": strides}
+    if args.chunk_size is not None:
+        tokenizer.update(
+            attention_chunk_size=args.chunk_size, attention_left_chunks=args.left_chunks,
+            attention_right_context=args.right_context,
+        )
     if args.size == "full":
         return OmniAudioConfig(attn_implementation=args.attn, **tokenizer)
     return OmniAudioConfig(
@@ -90,9 +96,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     setup(args)
     config, ours, peers = build(args)
     durations = sizes(args, args.seconds, [1, 10, 30, 60, 120])
+    attention = "full attention" if args.chunk_size is None else (
+        f"chunked attention: {args.chunk_size}-frame chunks, {args.left_chunks} left, {args.right_context} ahead"
+    )
     print(
-        f"# Audio: OmniAudioModel ({config.inputs_to_logits_ratio}x tokenizer) vs Wav2Vec2ConformerModel "
-        f"({args.size} size) — {describe(args)}"
+        f"# Audio: OmniAudioModel ({config.inputs_to_logits_ratio}x tokenizer, {attention}) vs "
+        f"Wav2Vec2ConformerModel ({args.size} size, full attention) — {describe(args)}"
     )
     rows = []
     for seconds in durations:
@@ -122,6 +131,12 @@ def main(argv=None):
         "--peers", nargs="+", choices=["native", "64x"], default=None,
         help="the peers to run (default: both; the 64x one only exists with --samples-per-frame 64)",
     )
+    parser.add_argument(
+        "--chunk-size", type=int, default=None,
+        help="our model with chunked attention over chunks of this many frames (default: full attention)",
+    )
+    parser.add_argument("--left-chunks", type=int, default=2, help="with --chunk-size: previous chunks visible")
+    parser.add_argument("--right-context", type=int, default=0, help="with --chunk-size: look-ahead frames")
     parser.set_defaults(repeat=3)
     return run(parser.parse_args(argv))
 

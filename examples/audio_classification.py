@@ -109,7 +109,7 @@ def make_trainer(
     if model_args.model_name_or_path is not None:
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_args.model_name_or_path)
     else:
-        feature_extractor = OmniAudioFeatureExtractor(samples_per_frame=model.config.inputs_to_logits_ratio)
+        feature_extractor = OmniAudioFeatureExtractor(samples_per_frame=model.config.tokenizer_samples_per_frame)
     logger.info(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     return Trainer(
         model=model,

@@ -838,3 +838,238 @@ def test_remote_code_loads_without_the_package(tmp_path, speech):
     assert result["extractor"] == "OmniAudioFeatureExtractor"
     assert max_abs_diff(torch.tensor(result["logits"]), logits) < 1e-5
     assert max_abs_diff(torch.tensor(result["speaker"]), speaker) < 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------- long audio
+
+
+def chunked_config(**overrides):
+    """A tiny config with chunked attention: chunks of 4 frames, 2 left chunks and 2 look-ahead frames by default."""
+    kwargs = {"attention_chunk_size": 4, "attention_left_chunks": 2, "attention_right_context": 2, **overrides}
+    return tiny_audio_config(**kwargs)
+
+
+def streaming_config(**overrides):
+    """A chunked config that can stream: no look-ahead, a causal convolution module, per-frame tokenizer norms."""
+    kwargs = {"attention_right_context": 0, "conv_module_causal": True, "tokenizer_norm_statistics": "frame"}
+    return chunked_config(**{**kwargs, **overrides})
+
+
+def block_mask(num_frames, lengths, chunk_size, left_chunks, right_context):
+    """The full `[B, 1, T, T]` boolean mask of chunked attention, built the obvious (quadratic) way."""
+    query, key = torch.arange(num_frames)[:, None], torch.arange(num_frames)[None]
+    chunk_start = query // chunk_size * chunk_size
+    visible = (key >= chunk_start - left_chunks * chunk_size) & (key < chunk_start + chunk_size + right_context)
+    return (visible[None] & (key[None] < torch.as_tensor(lengths)[:, None, None]))[:, None]
+
+
+@pytest.mark.parametrize("left_chunks, right_context", [(0, 0), (2, 2), (1, 4)])
+def test_chunked_attention_equals_attention_under_the_full_block_mask(left_chunks, right_context):
+    """Chunk by chunk (queries `[B * chunks, H, C, d]` against their windows of keys) gives what eager attention with
+    the full-length block mask gives, on every valid frame, with absolute rotary positions."""
+    from omni_encoders.modeling_omni_common import OmniChunkedAttention
+
+    torch.manual_seed(0)
+    config = chunked_config(
+        attn_implementation="eager", attention_left_chunks=left_chunks, attention_right_context=right_context
+    )
+    model = OmniAudioModel(config).eval()
+    attn, frames, lengths = model.conformer_blocks[0].attn, 23, [23, 13]
+    hidden = torch.randn(2, frames, 32)
+    position_embeddings = model.rotary_emb(torch.arange(frames))
+    chunks = OmniChunkedAttention.build(config, hidden, torch.tensor(lengths), 4, left_chunks, right_context)
+    with torch.no_grad():
+        chunked, weights = attn(hidden, position_embeddings, chunked_attention=chunks)
+        mask = block_mask(frames, lengths, 4, left_chunks, right_context)
+        reference, _ = attn(hidden, position_embeddings, attention_mask=mask)
+    assert chunks.window == (left_chunks + 1) * 4 + right_context
+    assert weights.shape == (2, 6, 4, 4, chunks.window)  # [B, chunks, H, C, window]
+    for index, length in enumerate(lengths):
+        assert max_abs_diff(chunked[index, :length], reference[index, :length]) < 1e-5
+    # The mask matters: full attention gives something else.
+    full, _ = attn(hidden, position_embeddings)
+    assert max_abs_diff(full[0], reference[0]) > 1e-3
+
+
+def test_one_chunk_covering_the_clip_is_full_attention():
+    torch.manual_seed(0)
+    full = OmniAudioModel(tiny_audio_config(attn_implementation="eager")).eval()
+    chunked = OmniAudioModel(chunked_config(attn_implementation="eager", attention_chunk_size=64)).eval()
+    chunked.load_state_dict(full.state_dict())
+    x, mask, _ = padded_batch([3000, 1300])
+    with torch.no_grad():
+        assert max_abs_diff(chunked(x, mask).last_hidden_state, full(x, mask).last_hidden_state) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "implementation", ["sdpa", pytest.param("flex_attention", marks=pytest.mark.slow)]  # flex: ~15 s to compile
+)
+def test_chunked_attention_implementations_agree_with_eager(implementation):
+    torch.manual_seed(0)
+    model = OmniAudioForCTC(chunked_config(attn_implementation="eager")).eval()
+    x, mask, _ = padded_batch([2000, 900])
+    with torch.no_grad():
+        expected = model(x, mask).logits
+        model.set_attn_implementation(implementation)
+        logits = model(x, mask).logits
+    valid = 900 // 64
+    assert max_abs_diff(logits[0], expected[0]) < 1e-4
+    assert max_abs_diff(logits[1, :valid], expected[1, :valid]) < 1e-4
+
+
+def test_chunked_attention_never_scores_the_whole_clip(monkeypatch):
+    """Every attention call of a 10 s clip (2500 frames) scores chunks of 4 queries against windows of 14 keys."""
+    from omni_encoders import modeling_omni_common
+
+    shapes = []
+    dispatch = modeling_omni_common.dispatch_attention
+
+    def spy(module, query, key, value, attention_mask=None, **kwargs):
+        shapes.append((tuple(query.shape), tuple(key.shape), tuple(attention_mask.shape)))
+        return dispatch(module, query, key, value, attention_mask, **kwargs)
+
+    monkeypatch.setattr(modeling_omni_common, "dispatch_attention", spy)
+    model = OmniAudioModel(chunked_config(attn_implementation="eager")).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 160000))
+    assert out.last_hidden_state.shape == (1, 2500, 32)
+    assert shapes == [((625, 4, 4, 8), (625, 2, 14, 8), (625, 1, 4, 14))] * 2
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_chunked_attention_and_reduced_rate_are_padding_invariant(mode):
+    torch.manual_seed(0)
+    config = chunked_config(output_downsample_rate=3, use_quantizer=True)
+    model = getattr(OmniAudioModel(config), mode)()
+    lengths = [3000, 1234, 640]
+    x, mask, clips = padded_batch(lengths)
+    with torch.no_grad():
+        batched = model(x, mask)
+        unmasked = model(x)
+        for index, (clip, length) in enumerate(zip(clips, lengths)):
+            alone = model(clip[None])
+            frames = model._get_feat_extract_output_lengths(length)
+            assert alone.last_hidden_state.shape[1] == frames == -(-(length // 64) // 3)
+            assert batched.frame_mask[index].sum() == frames
+            assert max_abs_diff(batched.last_hidden_state[index, :frames], alone.last_hidden_state[0]) < 1e-5
+            assert (batched.last_hidden_state[index, frames:] == 0).all()
+    assert max_abs_diff(batched.last_hidden_state[2, :4], unmasked.last_hidden_state[2, :4]) > 1e-3
+
+
+def test_output_rate_reduction_pools_valid_frames_and_sets_the_lengths():
+    torch.manual_seed(0)
+    config = tiny_audio_config(output_downsample_rate=4)
+    assert (config.tokenizer_samples_per_frame, config.inputs_to_logits_ratio) == (64, 256)
+    assert audio_frame_lengths(torch.tensor([16000, 64, 63, 64 * 9]), 64, 10).tolist() == [25, 1, 0, 1]
+    model = OmniAudioModel(config).eval()
+    x, mask, _ = padded_batch([64 * 18, 64 * 7])
+    with torch.no_grad():
+        pooled = model(x, mask, output_hidden_states=True)
+    frames = pooled.hidden_states[-1]  # the Conformer's output at 250 frames/s
+    assert pooled.last_hidden_state.shape == (2, 5, 32) and frames.shape == (2, 18, 32)
+    assert pooled.frame_mask.tolist() == [[1] * 5, [1, 1, 0, 0, 0]]
+    assert max_abs_diff(pooled.last_hidden_state[0, 4], frames[0, 16:18].mean(0)) < 1e-6  # a partial last window
+    assert max_abs_diff(pooled.last_hidden_state[1, 1], frames[1, 4:7].mean(0)) < 1e-6  # over valid frames only
+    assert max_abs_diff(pooled.pooler_output[1], frames[1, :7].mean(0)) > 0  # the clip mean weighs windows equally
+    with pytest.raises(ValueError, match="output_downsample_rate must be >= 1"):
+        tiny_audio_config(output_downsample_rate=0)
+
+
+def test_ctc_and_classification_heads_at_the_reduced_rate():
+    torch.manual_seed(0)
+    config = chunked_config(output_downsample_rate=2, ctc_loss_reduction="sum", num_labels=3)
+    model = OmniAudioForCTC(config).eval()
+    x, mask, clips = padded_batch([2000, 1300])
+    labels = torch.tensor([[7, 8, 9, 4, 10], [11, 12, -100, -100, -100]])
+    with torch.no_grad():
+        out = model(x, mask, labels=labels)
+        lengths = model.model._get_feat_extract_output_lengths(torch.tensor([2000, 1300]))
+        assert lengths.tolist() == [16, 10] and out.logits.shape[1] == 16
+        expected = torch.nn.functional.ctc_loss(
+            out.logits.log_softmax(-1).transpose(0, 1), torch.tensor([7, 8, 9, 4, 10, 11, 12]), lengths,
+            torch.tensor([5, 2]), blank=0, reduction="sum",
+        )
+        alone = sum(model(clip[None], labels=label[label >= 0][None]).loss for clip, label in zip(clips, labels))
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(alone.item(), rel=1e-4)
+    assert (out.logits[1, 10:].argmax(-1) == config.pad_token_id).all()
+    classifier = OmniAudioForAudioClassification(config)
+    loss = classifier(x, mask, labels=torch.tensor([0, 2])).loss
+    loss.backward()
+    assert math.isfinite(loss.item()) and classifier.model.conformer_blocks[0].attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_asr_pipeline_chunks_long_audio_at_the_reduced_rate(tmp_path):
+    """transformers' chunked ASR (chunk_length_s / stride_length_s) aligns its chunks to `inputs_to_logits_ratio`
+    (here 4 x 64 samples) and runs with the native chunked attention too."""
+    torch.manual_seed(0)
+    model = OmniAudioForCTC(chunked_config(output_downsample_rate=4)).eval()
+    model.save_pretrained(tmp_path)
+    OmniAudioProcessor.from_characters().save_pretrained(tmp_path)
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path))
+    audio = np.random.RandomState(0).randn(16000 * 6).astype(np.float32)
+    whole = asr(audio.copy())["text"]
+    chunked = asr(audio.copy(), chunk_length_s=2.0, stride_length_s=0.5)["text"]
+    assert isinstance(chunked, str) and len(whole) > 0 and len(chunked) > 0
+
+
+@pytest.mark.parametrize("rate", [1, 3])
+def test_stream_equals_the_offline_chunked_forward(rate):
+    """The frames `encode_stream` yields, concatenated, are those of the offline forward on the whole audio, whatever
+    the piece sizes; frames come out before the stream ends, and all that is kept of past chunks is the latent cache
+    of the left chunks (`kv_lora_rank + qk_rope_head_dim` values per frame and layer)."""
+    from omni_encoders.modeling_omni_audio import OmniAudioStreamState
+
+    torch.manual_seed(0)
+    config = streaming_config(output_downsample_rate=rate, use_quantizer=True)
+    model = OmniAudioModel(config).eval()
+    audio = torch.randn(64 * 41 + 30)
+    with torch.no_grad():
+        offline = model(audio[None]).last_hidden_state
+    for piece_size in (50, 333, 64 * 41 + 30):
+        state = OmniAudioStreamState()
+        outputs = list(model.encode_stream(audio.split(piece_size), state=state))
+        streamed = torch.cat(outputs, dim=1)
+        assert streamed.shape == offline.shape, piece_size
+        assert max_abs_diff(streamed, offline) < 1e-4, piece_size
+        if piece_size == 50:
+            assert len(outputs) > 5  # frames as chunks complete, not at the end
+    kept_frames = config.attention_left_chunks * config.attention_chunk_size  # 8
+    assert len(state.cache) == 2 and state.cache.get_seq_length() == kept_frames
+    per_frame = config.kv_lora_rank + config.qk_rope_head_dim
+    assert state.cache.memory_bytes() == config.num_hidden_layers * kept_frames * per_frame * 4
+    assert state.samples.shape[0] < 64 * 4  # the tokenizer keeps its receptive field, not the audio
+
+
+def test_stream_frames_arrive_within_a_chunk_of_audio():
+    model = OmniAudioModel(streaming_config()).eval()
+    pieces = iter(torch.randn(64 * 40).split(64))
+    first = next(model.encode_stream(pieces))
+    consumed = 40 - len(list(pieces))
+    assert first.shape == (1, 4, 32)
+    assert consumed <= 4 + 2  # one chunk of 4 frames, plus the tokenizer's look-ahead (71 samples)
+
+
+def test_chunked_attention_and_streaming_configs_are_validated():
+    for kwargs, message in (
+        ({"attention_chunk_size": 0}, "attention_chunk_size must be a positive"),
+        ({"attention_chunk_size": 4, "attention_left_chunks": -1}, "attention_left_chunks must be >= 0"),
+        ({"attention_chunk_size": 4, "attention_right_context": 5}, r"attention_right_context must be in \[0, "),
+        ({"tokenizer_norm_statistics": "batch"}, "tokenizer_norm_statistics"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            tiny_audio_config(**kwargs)
+    assert tiny_audio_config().attention_chunk_size is None  # full attention stays the default
+    for config, missing in (
+        (tiny_audio_config(), "attention_chunk_size"),
+        (chunked_config(), "attention_right_context=0"),
+        (streaming_config(conv_module_causal=False), "conv_module_causal=True"),
+        (streaming_config(tokenizer_norm_statistics="clip"), "tokenizer_norm_statistics"),
+    ):
+        with pytest.raises(ValueError, match=missing):
+            next(OmniAudioModel(config).encode_stream([torch.randn(640)]))
+    model = OmniAudioModel(streaming_config())
+    with pytest.raises(ValueError, match="1-D waveform"):
+        next(model.encode_stream([torch.randn(2, 640)]))
+    with pytest.raises(ValueError, match="shorter than one encoder frame"):
+        list(model.encode_stream([torch.randn(30)]))

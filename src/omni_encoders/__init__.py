@@ -52,6 +52,7 @@ from .modeling_omni_audio import (
     OmniAudioModel,
     OmniAudioModelOutput,
     OmniAudioPreTrainedModel,
+    OmniAudioStreamState,
 )
 from .processing_omni_audio import OmniAudioProcessor
 
@@ -136,6 +137,7 @@ __all__ = [
     "OmniAudioForCTC",
     "OmniAudioModel",
     "OmniAudioModelOutput",
+    "OmniAudioStreamState",
     "OmniAudioPreTrainedModel",
     "OmniAudioProcessor",
     "audio_frame_lengths",

@@ -116,7 +116,7 @@ def encode_audio(waveforms: list, sampling_rate: int, size: str = "full", dtype:
     start = time.perf_counter()
     model = OmniAudioModel._from_config(config, dtype=dtype).eval()
     build_seconds = time.perf_counter() - start
-    extractor = OmniAudioFeatureExtractor(samples_per_frame=config.inputs_to_logits_ratio)
+    extractor = OmniAudioFeatureExtractor(samples_per_frame=config.tokenizer_samples_per_frame)
     start = time.perf_counter()
     inputs = extractor(waveforms[:1], sampling_rate=sampling_rate, return_tensors="pt")
     references = extractor(waveforms, sampling_rate=sampling_rate, return_speaker_features=True, return_tensors="pt")
@@ -530,7 +530,7 @@ def train_spoken_digit_classifier(output_dir: str, epochs: float = 30, seed: int
             label2id={label: index for index, label in enumerate(labels)},
         )
     )  # fmt: skip
-    feature_extractor = OmniAudioFeatureExtractor(samples_per_frame=model.config.inputs_to_logits_ratio)
+    feature_extractor = OmniAudioFeatureExtractor(samples_per_frame=model.config.tokenizer_samples_per_frame)
     report = train_small_classifier(
         model,
         feature_extractor,

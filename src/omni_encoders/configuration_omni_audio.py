@@ -9,23 +9,29 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 
-def audio_frame_lengths(num_samples, samples_per_frame: int):
-    """Number of encoder frames for waveforms of `num_samples` samples: `num_samples // samples_per_frame`.
+def audio_frame_lengths(num_samples, samples_per_frame: int, output_downsample_rate: int = 1):
+    """Number of encoder output frames for waveforms of `num_samples` samples.
 
     The single definition of the audio encoder's output length, used by the model (frame masks, CTC input lengths),
     the feature extractor (too-short checks) and anything that aligns audio frames with samples. Each strided
     convolution of the waveform tokenizer is padded so that it maps `L` frames to exactly `L // stride`, hence the
     whole tokenizer maps `S` samples to `S // prod(strides)` frames (`prod(strides)` = 64 by default, 250 frames/s at
-    16 kHz). A clip shorter than `samples_per_frame` has no frame.
+    16 kHz). A clip shorter than `samples_per_frame` has no frame. With an output rate reduction
+    (`OmniAudioConfig.output_downsample_rate`), every `output_downsample_rate` frames are pooled into one, a partial
+    last window included: `ceil((S // samples_per_frame) / output_downsample_rate)` output frames.
 
     Args:
         num_samples: an `int`, a numpy array or a `torch.LongTensor` of sample counts.
-        samples_per_frame: the tokenizer's total stride, [`OmniAudioConfig.inputs_to_logits_ratio`].
+        samples_per_frame: the tokenizer's total stride, [`OmniAudioConfig.tokenizer_samples_per_frame`].
+        output_downsample_rate: frames pooled into one output frame after the Conformer (1: none).
 
     Returns:
         The frame counts, of the same type as `num_samples`.
     """
-    return num_samples // samples_per_frame
+    frames = num_samples // samples_per_frame
+    if output_downsample_rate == 1:
+        return frames
+    return -(-frames // output_downsample_rate)
 
 
 @strict
@@ -118,6 +124,30 @@ class OmniAudioConfig(PreTrainedConfig):
             Zero infinite CTC losses (targets longer than the audio allows) and their gradients.
         classifier_dropout (`float`, *optional*, defaults to 0.0):
             Dropout before the output layer of [`OmniAudioForCTC`] and [`OmniAudioForAudioClassification`].
+        attention_chunk_size (`int`, *optional*):
+            Chunked attention for long audio: the frames are cut into chunks of this many frames (at 250 frames/s, 250
+            is one second), and the queries of a chunk attend only to the keys of their own chunk, of the
+            `attention_left_chunks` chunks before it and of the first `attention_right_context` frames after it.
+            Computed chunk by chunk as a batch (never a full-length score matrix), so time and memory grow linearly
+            with the audio. `None` (the default, as the spec describes) is full attention over the whole clip.
+        attention_left_chunks (`int`, *optional*, defaults to 2):
+            Previous chunks a chunk's queries see when `attention_chunk_size` is set (0: only their own chunk).
+        attention_right_context (`int`, *optional*, defaults to 0):
+            Look-ahead frames beyond its chunk that a chunk's queries see, at most `attention_chunk_size`. Streaming
+            ([`OmniAudioModel.encode_stream`]) needs 0.
+        conv_module_causal (`bool`, *optional*, defaults to `False`):
+            Make the Conformer's depthwise convolution causal (a frame sees itself and the `conv_kernel_size - 1`
+            frames before it) instead of centred. Streaming needs it: a centred kernel needs
+            `(conv_kernel_size - 1) // 2` future frames per layer.
+        tokenizer_norm_statistics (`str`, *optional*, defaults to `"clip"`):
+            What the tokenizer's GroupNorms average over: `"clip"` (the channels of a group over all valid frames of
+            the clip) or `"frame"` (the channels of a group within each frame). Streaming needs `"frame"`: clip
+            statistics depend on audio not yet heard.
+        output_downsample_rate (`int`, *optional*, defaults to 1):
+            Output rate reduction for language models: every `output_downsample_rate` frames after the Conformer are
+            mean-pooled into one output frame (over valid frames only; a partial last window is pooled over the frames
+            it has), e.g. 10 turns 250 frames/s into 25. `frame_mask`, [`audio_frame_lengths`], the CTC loss and
+            `inputs_to_logits_ratio` follow it. 1 (the default) keeps every frame.
 
     Example:
 
@@ -167,6 +197,12 @@ class OmniAudioConfig(PreTrainedConfig):
     ctc_loss_reduction: str = "mean"
     ctc_zero_infinity: bool = False
     classifier_dropout: float = 0.0
+    attention_chunk_size: int | None = None
+    attention_left_chunks: int = 2
+    attention_right_context: int = 0
+    conv_module_causal: bool = False
+    tokenizer_norm_statistics: str = "clip"
+    output_downsample_rate: int = 1
 
     def __post_init__(self, **kwargs):
         if self.tokenizer_channels is None:
@@ -263,11 +299,40 @@ class OmniAudioConfig(PreTrainedConfig):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
 
+        if self.attention_chunk_size is not None:
+            if self.attention_chunk_size <= 0:
+                raise ValueError(
+                    f"attention_chunk_size must be a positive number of frames (or None for full attention), got "
+                    f"{self.attention_chunk_size}."
+                )
+            if self.attention_left_chunks < 0:
+                raise ValueError(
+                    f"attention_left_chunks must be >= 0, got {self.attention_left_chunks}; for attention over the "
+                    "whole clip use attention_chunk_size=None."
+                )
+            if not 0 <= self.attention_right_context <= self.attention_chunk_size:
+                raise ValueError(
+                    f"attention_right_context must be in [0, attention_chunk_size={self.attention_chunk_size}] "
+                    f"frames, got {self.attention_right_context}."
+                )
+        if self.tokenizer_norm_statistics not in ("clip", "frame"):
+            raise ValueError(
+                f"tokenizer_norm_statistics must be 'clip' or 'frame', got {self.tokenizer_norm_statistics!r}."
+            )
+        if self.output_downsample_rate < 1:
+            raise ValueError(f"output_downsample_rate must be >= 1, got {self.output_downsample_rate}.")
+
+    @property
+    def tokenizer_samples_per_frame(self) -> int:
+        """Samples per frame of the waveform tokenizer (what the Conformer runs at): the product of the tokenizer
+        strides (64 by default, 250 frames/s at 16 kHz)."""
+        return math.prod(self.tokenizer_strides)
+
     @property
     def inputs_to_logits_ratio(self) -> int:
-        """Samples per output frame: the product of the tokenizer strides (64 by default). transformers' ASR pipeline
-        reads it to align chunks and timestamps."""
-        return math.prod(self.tokenizer_strides)
+        """Samples per output frame: `tokenizer_samples_per_frame * output_downsample_rate` (64 by default).
+        transformers' ASR pipeline reads it to align chunks, strides and timestamps."""
+        return self.tokenizer_samples_per_frame * self.output_downsample_rate
 
 
 OmniAudioConfig.register_for_auto_class()

@@ -70,7 +70,8 @@ class OmniAudioFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask (`bool`, *optional*, defaults to `True`):
             Return the sample-level `attention_mask` (the model needs it for padded batches).
         samples_per_frame (`int`, *optional*, defaults to 64):
-            Samples per encoder frame (`OmniAudioConfig.inputs_to_logits_ratio`); shorter clips are rejected.
+            Samples per tokenizer frame (`OmniAudioConfig.tokenizer_samples_per_frame`); shorter clips, which the
+            encoder gives no frame, are rejected.
         speaker_num_mel_bins (`int`, *optional*, defaults to 80):
             Mel bins of the speaker features.
         speaker_n_fft (`int`, *optional*, defaults to 400):

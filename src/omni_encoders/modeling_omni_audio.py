@@ -13,6 +13,7 @@ own last valid frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_omni_audio import OmniAudioConfig, audio_frame_lengths
 from .modeling_omni_common import (
+    OmniChunkedAttention,
     OmniClassifierOutput,
     OmniLatentAttention,
     OmniLatentCache,
@@ -43,14 +45,16 @@ class OmniAudioModelOutput(ModelOutput):
 
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_frames, hidden_size)`):
-            Frame features after the last Conformer block (`num_frames = samples // 64` by default). Padded frames are
-            zero.
+            Frame features after the last Conformer block (`num_frames = samples // 64` by default), pooled by
+            `config.output_downsample_rate` (`ceil((samples // 64) / output_downsample_rate)` frames). Padded frames
+            are zero.
         pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
             Mean of `last_hidden_state` over each clip's valid frames.
         frame_mask (`torch.LongTensor` of shape `(batch_size, num_frames)`):
-            1 for the valid frames of each clip, 0 for padding (see [`audio_frame_lengths`]).
-        audio_codes (`torch.LongTensor` of shape `(batch_size, num_frames, num_codebooks)`, *optional*):
-            Residual quantisation codes when `config.use_quantizer`; -1 at padded frames.
+            1 for the valid frames of `last_hidden_state`, 0 for padding (see [`audio_frame_lengths`]).
+        audio_codes (`torch.LongTensor` of shape `(batch_size, samples // 64, num_codebooks)`, *optional*):
+            Residual quantisation codes when `config.use_quantizer`, at the tokenizer's frame rate; -1 at padded
+            frames.
             [`OmniAudioModel.decode_audio_codes`] maps them back to the quantised features.
         commitment_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Quantiser loss when `config.use_quantizer`: codebook term plus `commitment_cost` × commitment term, summed
@@ -62,10 +66,12 @@ class OmniAudioModelOutput(ModelOutput):
             What each attention layer keyed and valued: the normalised K/V latent and the shared rotary key of every
             frame, `kv_lora_rank + qk_rope_head_dim` values per frame and layer.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
-            The tokenizer output followed by the output of every Conformer block, `(batch_size, num_frames,
-            hidden_size)` each.
+            The tokenizer output followed by the output of every Conformer block, `(batch_size, samples // 64,
+            hidden_size)` each (before the output rate reduction).
         attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
-            Attention weights of every block, `(batch_size, num_heads, num_frames, num_frames)` (eager attention only).
+            Attention weights of every block, `(batch_size, num_heads, num_frames, num_frames)`, or with chunked
+            attention `(batch_size, num_chunks, num_heads, attention_chunk_size, window)` over each chunk's window of
+            keys (see [`OmniChunkedAttention`]) (eager attention only).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -112,6 +118,73 @@ def masked_mean(hidden_states: torch.Tensor, mask: torch.Tensor | None) -> torch
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
+def pool_frames(
+    hidden_states: torch.Tensor, frame_mask: torch.Tensor | None, rate: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Output rate reduction: the mean of every `rate` consecutive frames, over the valid ones only.
+
+    Args:
+        hidden_states: `[B, T, D]` frame features.
+        frame_mask: `[B, T]`, True on valid frames (a prefix of each row; None: all valid).
+        rate: frames per output frame.
+
+    Returns:
+        `(pooled [B, ceil(T / rate), D], pooled mask [B, ceil(T / rate)] or None)`. A window that is partly padding
+        (the last one of a clip) is the mean of its valid frames, so a padded batch still gives every clip its own
+        result; windows with no valid frame are zero and masked out.
+    """
+    batch, length, dim = hidden_states.shape
+    num_windows = -(-length // rate)
+    pad = num_windows * rate - length
+    weights = torch.ones(batch, length, dtype=hidden_states.dtype, device=hidden_states.device)
+    if frame_mask is not None:
+        weights = frame_mask.to(hidden_states.dtype)
+    weights = nn.functional.pad(weights, (0, pad)).view(batch, num_windows, rate, 1)
+    windows = nn.functional.pad(hidden_states, (0, 0, 0, pad)).view(batch, num_windows, rate, dim)
+    count = weights.sum(dim=2)
+    pooled = (windows * weights).sum(dim=2) / count.clamp(min=1)
+    return pooled, None if frame_mask is None else count[..., 0] > 0
+
+
+class OmniAudioStreamState:
+    """What [`OmniAudioModel.encode_stream`] keeps between audio pieces (one stream, batch size 1):
+
+    - `samples`: the waveform from sample `sample_start` on: the receptive field of the next tokenizer frames (a few
+      dozen samples by default), not the whole audio;
+    - `pending_frames [1, n, D]`: tokenizer frames not yet in a complete attention chunk (fewer than
+      `attention_chunk_size`);
+    - `cache`: an [`OmniLatentCache`] with the K/V latents and rotary keys of the last `attention_left_chunks` chunks of
+      every layer (`kv_lora_rank + qk_rope_head_dim` values per frame and layer);
+    - `conv_inputs`: per layer, the last `conv_kernel_size - 1` inputs of the causal depthwise convolution;
+    - `unpooled [1, n, D]`: encoded frames waiting for a complete `output_downsample_rate` window.
+    """
+
+    def __init__(self):
+        self.samples: torch.Tensor | None = None
+        self.sample_start = 0
+        self.num_samples = 0
+        self.tokenized_frames = 0
+        self.encoded_frames = 0
+        self.pending_frames: torch.Tensor | None = None
+        self.unpooled: torch.Tensor | None = None
+        self.cache = OmniLatentCache()
+        self.conv_inputs: list[torch.Tensor] = []
+
+    def update_conv_inputs(self, hidden_states: torch.Tensor, layer_idx: int, context: int) -> torch.Tensor:
+        """Prepend layer `layer_idx`'s last `context` depthwise-convolution inputs (zeros at the stream start) to
+        `hidden_states [1, T, D]`, and keep the last `context` frames of the result for the next piece."""
+        if layer_idx == len(self.conv_inputs):
+            self.conv_inputs.append(hidden_states.new_zeros(hidden_states.shape[0], context, hidden_states.shape[-1]))
+        hidden_states = torch.cat([self.conv_inputs[layer_idx], hidden_states], dim=1)
+        self.conv_inputs[layer_idx] = hidden_states[:, hidden_states.shape[1] - context :]
+        return hidden_states
+
+    def memory_bytes(self) -> int:
+        """Bytes held between pieces (the latent cache, convolution contexts and buffers)."""
+        tensors = [*self.conv_inputs, self.samples, self.pending_frames, self.unpooled]
+        return self.cache.memory_bytes() + sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Waveform tokenizer
 # --------------------------------------------------------------------------------------------------------------------
@@ -122,13 +195,22 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
 
     Plain GroupNorm averages over the whole time axis, so the padding of a batch would shift the statistics of the
     shorter clips. With `mask [B, 1, T]` (1 = valid) the mean and variance of every (item, group) come from that item's
-    valid steps alone; without a mask it is `nn.GroupNorm`. Statistics are computed in float32.
+    valid steps alone; without a mask it is `nn.GroupNorm`. With `per_frame=True` the statistics of a group are taken
+    within each time step instead (over the group's channels only), so a frame's output never depends on other frames,
+    as streaming needs. Statistics are computed in float32.
     """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, per_frame: bool = False):
+        super().__init__(num_groups, num_channels, eps=eps)
+        self.per_frame = per_frame
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, channels, length = hidden_states.shape
         grouped = hidden_states.float().reshape(batch, self.num_groups, -1, length)
-        if mask is None:
+        if self.per_frame:
+            mean = grouped.mean(dim=2, keepdim=True)
+            variance = grouped.var(dim=2, unbiased=False, keepdim=True)
+        elif mask is None:
             mean = grouped.mean(dim=(2, 3), keepdim=True)
             variance = grouped.var(dim=(2, 3), unbiased=False, keepdim=True)
         else:
@@ -155,14 +237,22 @@ class OmniAudioConvLayer(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, num_groups: int, eps: float
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        num_groups: int,
+        eps: float,
+        norm_per_frame: bool = False,
     ):
         super().__init__()
         self.stride = stride
+        self.kernel_size = kernel_size
         left = (kernel_size - 1) // 2
         self.padding = (left, kernel_size - stride - left)
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride)
-        self.norm = OmniMaskedGroupNorm(num_groups, out_channels, eps=eps)
+        self.norm = OmniMaskedGroupNorm(num_groups, out_channels, eps=eps, per_frame=norm_per_frame)
         self.activation = nn.SiLU()
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -251,7 +341,15 @@ class OmniAudioWaveformTokenizer(nn.Module):
         in_channels = [1] + config.tokenizer_channels[:-1]
         self.conv_layers = nn.ModuleList(
             [
-                OmniAudioConvLayer(c_in, c_out, kernel, stride, config.tokenizer_norm_groups, config.layer_norm_eps)
+                OmniAudioConvLayer(
+                    c_in,
+                    c_out,
+                    kernel,
+                    stride,
+                    config.tokenizer_norm_groups,
+                    config.layer_norm_eps,
+                    norm_per_frame=config.tokenizer_norm_statistics == "frame",
+                )
                 for c_in, c_out, kernel, stride in zip(
                     in_channels, config.tokenizer_channels, config.tokenizer_kernel_sizes, config.tokenizer_strides
                 )
@@ -259,6 +357,39 @@ class OmniAudioWaveformTokenizer(nn.Module):
         )
         self.output_proj = nn.Linear(config.tokenizer_channels[-1], config.hidden_size)
         self.quantizer = OmniAudioResidualVectorQuantizer(config) if config.use_quantizer else None
+
+    def receptive_field(self) -> list[tuple[int, int, int, int]]:
+        """What output frame `t` reads at every level: one `(steps_per_level, multiplier, left, right)` per level,
+        from the waveform (level 0, 1 sample per step) up to the last convolution's output: frame `t` depends on the
+        steps `[multiplier * t - left, multiplier * t + right]` of that level (zeros outside it). Streaming uses it to
+        tell which frames a prefix of the audio already determines."""
+        levels = [(math.prod(layer.stride for layer in self.conv_layers), 1, 0, 0)]
+        for layer in reversed(self.conv_layers):
+            steps, multiplier, left, right = levels[0]
+            levels.insert(
+                0,
+                (
+                    steps // layer.stride,
+                    multiplier * layer.stride,
+                    left * layer.stride + layer.padding[0],
+                    right * layer.stride - layer.padding[0] + layer.kernel_size - 1,
+                ),
+            )
+        return levels
+
+    def complete_frames(self, num_samples: int) -> int:
+        """Leading frames that the first `num_samples` samples of a longer stream already determine exactly: frames
+        whose receptive field, at every level, lies within what those samples give that level."""
+        counts = []
+        for steps, multiplier, _, right in self.receptive_field():
+            available = num_samples // steps
+            counts.append(max(0, -(-(available - right) // multiplier)))
+        return min(counts)
+
+    def first_sample(self, frame: int) -> int:
+        """The first sample that frame `frame` (and every later frame) reads, clamped at 0."""
+        _, multiplier, left, _ = self.receptive_field()[0]
+        return max(0, multiplier * frame - left)
 
     def forward(
         self, input_values: torch.Tensor, sample_lengths: torch.Tensor | None = None
@@ -303,10 +434,14 @@ class OmniAudioConvModule(nn.Module):
     The norm after the depthwise convolution normalises each frame over channels (the original Conformer's BatchNorm
     would mix the statistics of padded frames and of other clips in the batch during training). Padded frames are
     zeroed before the depthwise convolution, so they read exactly like the convolution's own zero padding.
+
+    With `config.conv_module_causal` the depthwise convolution is causal: frame `t` reads frames `t - kernel + 1 .. t`
+    (zeros before the start, or the previous piece's frames when streaming), so a chunk needs no future frames.
     """
 
     def __init__(self, config: OmniAudioConfig):
         super().__init__()
+        self.causal = config.conv_module_causal
         hidden_size = config.hidden_size
         self.layer_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.pointwise_conv1 = nn.Conv1d(hidden_size, 2 * hidden_size, kernel_size=1)
@@ -321,12 +456,21 @@ class OmniAudioConvModule(nn.Module):
         self.activation = nn.SiLU()
         self.pointwise_conv2 = nn.Conv1d(hidden_size, hidden_size, kernel_size=1)
 
-    def forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+        stream_state: OmniAudioStreamState | None = None,
+        layer_idx: int = 0,
+    ) -> torch.Tensor:
         """`hidden_states [B, T, D]`, `frame_mask [B, T, 1]` (1 = valid) -> `[B, T, D]`.
 
         Computed in the `[B, T, D]` layout throughout, with no transposing copy: the pointwise convolutions are
         matmuls with their `[out, in, 1]` kernels, and the depthwise one runs as a channels-last 2D convolution over a
         `[B, D, 1, T]` view (on CPU about 20x faster than `Conv1d` on `[B, D, T]` in bf16).
+
+        With a `stream_state` (causal convolution only), the depthwise convolution reads the last `kernel - 1` input
+        frames of layer `layer_idx`'s previous piece from it instead of zeros, and stores this piece's.
         """
         hidden_states = self.layer_norm(hidden_states)
         hidden_states = nn.functional.linear(
@@ -336,11 +480,19 @@ class OmniAudioConvModule(nn.Module):
         if frame_mask is not None:
             hidden_states = hidden_states * frame_mask
         conv = self.depthwise_conv
+        padding = conv.padding[0]
+        if self.causal:
+            context = conv.kernel_size[0] - 1
+            if stream_state is not None:
+                hidden_states = stream_state.update_conv_inputs(hidden_states, layer_idx, context)
+            else:
+                hidden_states = nn.functional.pad(hidden_states, (0, 0, context, 0))
+            padding = 0
         hidden_states = nn.functional.conv2d(
             hidden_states.transpose(1, 2).unsqueeze(2),  # [B, D, 1, T], channels-last in memory
             conv.weight.unsqueeze(2),
             conv.bias,
-            padding=(0, conv.padding[0]),
+            padding=(0, padding),
             groups=conv.groups,
         )
         hidden_states = hidden_states.squeeze(2).transpose(1, 2)  # [B, T, D], contiguous
@@ -373,6 +525,7 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
             layer_idx=layer_idx,
             eps=config.layer_norm_eps,
         )
+        self.layer_idx = layer_idx
         self.conv = OmniAudioConvModule(config)
         self.ff2_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.ff2 = OmniMLP(hidden_size, config.intermediate_size, config.hidden_act)
@@ -386,6 +539,8 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         frame_mask: torch.Tensor | None = None,
         cache: OmniLatentCache | None = None,
+        chunked_attention: OmniChunkedAttention | None = None,
+        stream_state: OmniAudioStreamState | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
@@ -393,17 +548,26 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
             position_embeddings: `(cos, sin)` `[T, qk_rope_head_dim]` of the frame positions.
             attention_mask: padding mask over the `T` keys in the attention implementation's format.
             frame_mask: `[B, T, 1]` 1 on valid frames (None: all valid); padded frames are zero on output.
-            cache: an [`OmniLatentCache`] that records this layer's K/V latents.
+            cache: an [`OmniLatentCache`] that records this layer's K/V latents (when streaming: the left chunks').
+            chunked_attention: chunked attention instead of full attention (see [`OmniChunkedAttention`]).
+            stream_state: the state of [`OmniAudioModel.encode_stream`] (the causal convolution's left context).
 
         Returns:
-            `(hidden_states [B, T, D], attention weights [B, H, T, T] or None)`.
+            `(hidden_states [B, T, D], attention weights [B, H, T, T] (chunked: [B, num_chunks, H, C, window]) or
+            None)`.
         """
         hidden_states = hidden_states + 0.5 * self.dropout(self.ff1(self.ff1_norm(hidden_states)))
         attn_output, attn_weights = self.attn(
-            self.attn_norm(hidden_states), position_embeddings, attention_mask=attention_mask, cache=cache
+            self.attn_norm(hidden_states),
+            position_embeddings,
+            attention_mask=attention_mask,
+            cache=cache,
+            chunked_attention=chunked_attention,
         )
         hidden_states = hidden_states + self.dropout(attn_output)
-        hidden_states = hidden_states + self.dropout(self.conv(hidden_states, frame_mask))
+        hidden_states = hidden_states + self.dropout(
+            self.conv(hidden_states, frame_mask, stream_state=stream_state, layer_idx=self.layer_idx)
+        )
         hidden_states = hidden_states + 0.5 * self.dropout(self.ff2(self.ff2_norm(hidden_states)))
         hidden_states = self.final_norm(hidden_states)
         if frame_mask is not None:
@@ -554,9 +718,10 @@ class OmniAudioPreTrainedModel(OmniPreTrainedModel):
             super()._init_weights(module)
 
     def _get_feat_extract_output_lengths(self, input_lengths: torch.LongTensor | int) -> torch.LongTensor | int:
-        """Frames the encoder gives for `input_lengths` samples: `input_lengths // config.inputs_to_logits_ratio`
-        (see [`audio_frame_lengths`])."""
-        return audio_frame_lengths(input_lengths, self.config.inputs_to_logits_ratio)
+        """Output frames the encoder gives for `input_lengths` samples: `input_lengths // 64` tokenizer frames, pooled
+        by `config.output_downsample_rate` (see [`audio_frame_lengths`])."""
+        config = self.config
+        return audio_frame_lengths(input_lengths, config.tokenizer_samples_per_frame, config.output_downsample_rate)
 
 
 class OmniAudioModel(OmniAudioPreTrainedModel):
@@ -567,6 +732,12 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
 
     Padded batches give on every clip's valid frames the features of the clip alone (pass the `attention_mask` the
     feature extractor returns; right padding).
+
+    Long audio: with `config.attention_chunk_size` the attention is chunked (each chunk of frames attends to
+    `attention_left_chunks` chunks before it and `attention_right_context` frames after it), computed as a batch of
+    chunks, so time and memory are linear in the audio; `config.output_downsample_rate` pools the output frames
+    (e.g. 10: 25 frames/s for a language model); [`~OmniAudioModel.encode_stream`] encodes audio piece by piece and
+    yields exactly the frames of the offline chunked forward.
     """
 
     def __init__(self, config: OmniAudioConfig):
@@ -590,7 +761,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
                 "input_values must have shape [batch, samples] (or [batch, 1, samples]), got "
                 f"{tuple(input_values.shape)}."
             )
-        samples_per_frame = self.config.inputs_to_logits_ratio
+        samples_per_frame = self.config.tokenizer_samples_per_frame
         if input_values.shape[0] == 0:
             raise ValueError("input_values is an empty batch (batch size 0).")
         if input_values.shape[-1] < samples_per_frame:
@@ -656,6 +827,135 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
             raise ValueError("This model has no quantizer (config.use_quantizer=False).")
         return self.waveform_tokenizer.quantizer.decode(audio_codes)
 
+    def _check_streamable(self) -> None:
+        config, needs = self.config, []
+        if config.attention_chunk_size is None:
+            needs.append("chunked attention (attention_chunk_size)")
+        if config.attention_right_context != 0:
+            needs.append("no look-ahead (attention_right_context=0)")
+        if not config.conv_module_causal:
+            needs.append("a causal convolution module (conv_module_causal=True)")
+        if config.tokenizer_norm_statistics != "frame":
+            needs.append('per-frame tokenizer norms (tokenizer_norm_statistics="frame")')
+        if needs:
+            raise ValueError(
+                "encode_stream gives exactly the offline forward's frames only for a model whose frames depend on "
+                f"bounded past and no future audio; this config lacks: {'; '.join(needs)}."
+            )
+
+    @torch.no_grad()
+    def encode_stream(
+        self, audio_pieces: Iterable[torch.Tensor], state: OmniAudioStreamState | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Encode one 16 kHz stream piece by piece, yielding output frames as soon as they are determined.
+
+        The concatenation of the yielded frames equals `self(whole_audio).last_hidden_state[0]` (the offline chunked
+        forward on the whole audio, up to float rounding): the tokenizer keeps the samples of its receptive field
+        between pieces (its frames only read a few dozen samples around them), every attention chunk of
+        `attention_chunk_size` frames is encoded once complete, attending to the K/V latents of the
+        `attention_left_chunks` chunks before it, which is all [`OmniAudioStreamState`] keeps of them
+        (`kv_lora_rank + qk_rope_head_dim` values per frame and layer), and frames are pooled by
+        `output_downsample_rate` as windows complete. The last, partial chunk is encoded when the pieces end.
+
+        It needs a config whose frames depend on bounded past and no future audio: `attention_chunk_size` set,
+        `attention_right_context=0`, `conv_module_causal=True` and `tokenizer_norm_statistics="frame"`.
+
+        Args:
+            audio_pieces (iterable of `torch.Tensor` or `np.ndarray` of shape `(num_samples,)`):
+                Consecutive pieces of one waveform, of any lengths (a generator reading a microphone works).
+            state (`OmniAudioStreamState`, *optional*):
+                A fresh state to use (e.g. to watch `state.memory_bytes()`); one is created otherwise.
+
+        Yields:
+            `torch.FloatTensor` of shape `(1, num_new_frames, hidden_size)`: the next output frames.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from omni_encoders import OmniAudioConfig, OmniAudioModel
+        >>> config = OmniAudioConfig(
+        ...     attention_chunk_size=50, attention_left_chunks=4, conv_module_causal=True,
+        ...     tokenizer_norm_statistics="frame", num_hidden_layers=2, hidden_size=256, qk_rope_head_dim=16,
+        ...     intermediate_size=512,
+        ... )
+        >>> model = OmniAudioModel(config).eval()
+        >>> audio = torch.randn(32000)
+        >>> frames = torch.cat(list(model.encode_stream(audio.split(1600))), dim=1)  # 100 ms pieces
+        >>> frames.shape
+        torch.Size([1, 500, 256])
+        ```
+        """
+        self._check_streamable()
+        state = OmniAudioStreamState() if state is None else state
+        parameter = self.waveform_tokenizer.output_proj.weight
+        for piece in audio_pieces:
+            piece = torch.as_tensor(piece).to(device=parameter.device, dtype=parameter.dtype)
+            if piece.dim() != 1:
+                raise ValueError(f"Each audio piece must be a 1-D waveform, got shape {tuple(piece.shape)}.")
+            frames = self._stream_step(state, piece, is_last=False)
+            if frames.shape[1] > 0:
+                yield frames
+        frames = self._stream_step(state, parameter.new_zeros(0), is_last=True)
+        if frames.shape[1] > 0:
+            yield frames
+
+    def _stream_step(self, state: OmniAudioStreamState, piece: torch.Tensor, is_last: bool) -> torch.Tensor:
+        """Take one piece of the stream; return the output frames `[1, n, D]` it completes."""
+        config, tokenizer = self.config, self.waveform_tokenizer
+        samples_per_frame = config.tokenizer_samples_per_frame
+        state.samples = piece if state.samples is None else torch.cat([state.samples, piece])
+        state.num_samples += piece.shape[0]
+        if is_last and state.num_samples < samples_per_frame:
+            raise ValueError(
+                f"The stream has {state.num_samples} samples, shorter than one encoder frame ({samples_per_frame})."
+            )
+
+        # Tokenizer: recompute the frames over the kept samples and keep those the samples seen so far determine.
+        frames_end = (
+            state.num_samples // samples_per_frame if is_last else tokenizer.complete_frames(state.num_samples)
+        )
+        new_frames = None
+        if frames_end > state.tokenized_frames and state.samples.shape[0] >= samples_per_frame:
+            features, _, _, _ = tokenizer(state.samples[None])
+            offset = state.sample_start // samples_per_frame
+            new_frames = features[:, state.tokenized_frames - offset : frames_end - offset]
+            state.tokenized_frames = frames_end
+            keep_from = tokenizer.first_sample(frames_end) // samples_per_frame * samples_per_frame
+            state.samples = state.samples[keep_from - state.sample_start :]
+            state.sample_start = keep_from
+        if new_frames is not None:
+            pending = state.pending_frames
+            state.pending_frames = new_frames if pending is None else torch.cat([pending, new_frames], dim=1)
+
+        # Conformer: encode every complete chunk (and the partial last one at the end), one chunk after another.
+        chunk_size = config.attention_chunk_size
+        encoded = []
+        while state.pending_frames is not None and (
+            state.pending_frames.shape[1] >= chunk_size or (is_last and state.pending_frames.shape[1] > 0)
+        ):
+            chunk, state.pending_frames = state.pending_frames[:, :chunk_size], state.pending_frames[:, chunk_size:]
+            positions = torch.arange(state.encoded_frames, state.encoded_frames + chunk.shape[1], device=chunk.device)
+            position_embeddings = self.rotary_emb(positions)
+            for block in self.conformer_blocks:
+                chunk, _ = block(chunk, position_embeddings, cache=state.cache, stream_state=state)
+            state.cache.keep_last(config.attention_left_chunks * chunk_size)
+            state.encoded_frames += chunk.shape[1]
+            encoded.append(chunk)
+        if not encoded:
+            return piece.new_zeros(1, 0, config.hidden_size)
+        hidden_states = torch.cat(encoded, dim=1)
+
+        # Output rate: pool complete windows now, the partial last one at the end.
+        rate = config.output_downsample_rate
+        if rate == 1:
+            return hidden_states
+        if state.unpooled is not None:
+            hidden_states = torch.cat([state.unpooled, hidden_states], dim=1)
+        complete = hidden_states.shape[1] if is_last else hidden_states.shape[1] // rate * rate
+        state.unpooled = hidden_states[:, complete:]
+        return pool_frames(hidden_states[:, :complete], None, rate)[0]
+
     def forward(
         self,
         input_values: torch.Tensor,
@@ -673,7 +973,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         Args:
             input_values (`torch.FloatTensor` of shape `(batch_size, num_samples)`):
                 16 kHz mono waveforms, e.g. from [`OmniAudioFeatureExtractor`] (`(batch_size, 1, num_samples)` is
-                accepted too). At least `config.inputs_to_logits_ratio` (64) samples.
+                accepted too). At least `config.tokenizer_samples_per_frame` (64) samples.
             attention_mask (`torch.LongTensor` of shape `(batch_size, num_samples)`, *optional*):
                 1 on the valid samples of each clip, 0 on right padding.
             speaker_features (`torch.FloatTensor` of shape `(batch_size, num_mel_frames, speaker_num_mel_bins)`):
@@ -723,7 +1023,18 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         hidden_states, frame_mask, audio_codes, commitment_loss = self.waveform_tokenizer(input_values, sample_lengths)
         num_frames = hidden_states.shape[1]
         position_embeddings = self.rotary_emb(torch.arange(num_frames, device=hidden_states.device))
-        attention_mask = create_bidirectional_mask(self.config, hidden_states, frame_mask)
+        chunked_attention = attention_mask = None
+        if self.config.attention_chunk_size is None:
+            attention_mask = create_bidirectional_mask(self.config, hidden_states, frame_mask)
+        else:
+            chunked_attention = OmniChunkedAttention.build(
+                self.config,
+                hidden_states,
+                None if frame_mask is None else frame_mask.sum(-1),
+                self.config.attention_chunk_size,
+                self.config.attention_left_chunks,
+                self.config.attention_right_context,
+            )
         frame_scale = None if frame_mask is None else frame_mask[..., None].to(hidden_states.dtype)
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
@@ -736,6 +1047,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
                 attention_mask=attention_mask,
                 frame_mask=frame_scale,
                 cache=cache,
+                chunked_attention=chunked_attention,
             )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
@@ -746,6 +1058,8 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         if speaker_features is not None:
             speaker_embeddings = self.get_speaker_embeddings(speaker_features, speaker_attention_mask)
 
+        if self.config.output_downsample_rate > 1:
+            hidden_states, frame_mask = pool_frames(hidden_states, frame_mask, self.config.output_downsample_rate)
         if frame_mask is None:
             frame_mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
         output = OmniAudioModelOutput(
@@ -924,4 +1238,6 @@ __all__ = [
     "OmniAudioModel",
     "OmniAudioModelOutput",
     "OmniAudioPreTrainedModel",
+    "OmniAudioStreamState",
+    "pool_frames",
 ]

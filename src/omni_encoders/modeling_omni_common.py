@@ -331,6 +331,100 @@ class OmniAttention(nn.Module):
         return self.o_proj(attn_output), attn_weights
 
 
+@dataclass
+class OmniChunkedAttention:
+    """Block-local (chunked) self-attention over a sequence of `T` tokens, computed as a batch of chunks.
+
+    The sequence is cut into `num_chunks = ceil(T / chunk_size)` chunks; the queries of chunk `i` (tokens
+    `[i * C, (i + 1) * C)`) attend to the window of keys `[(i - left_chunks) * C, (i + 1) * C + right_context)`, which
+    is `window = (left_chunks + 1) * C + right_context` keys wide. Queries become `[B * num_chunks, H, C, d]` and keys and
+    values `[B * num_chunks, KVH, window, d]` (gathered with `unfold`), so attention costs `O(T * window)` time and
+    memory, never `O(T^2)`; any attention implementation runs it. Window positions before the sequence start, beyond
+    its end or beyond an item's valid length are masked out.
+
+    Build it once per forward with [`OmniChunkedAttention.build`] and hand it to every layer; positions (e.g. rotary
+    embeddings) are applied before chunking, so they stay absolute.
+
+    Attributes:
+        chunk_size, left_chunks, right_context: the pattern above.
+        num_chunks: chunks of the sequence.
+        attention_mask: over the `window` keys of every chunk, `[B * num_chunks, ...]` in the format of the attention
+            implementation (made by transformers' `create_bidirectional_mask`).
+        key_mask: `[B, num_chunks, window]` boolean, True on the keys each chunk may attend to.
+    """
+
+    chunk_size: int
+    left_chunks: int
+    right_context: int
+    num_chunks: int
+    attention_mask: torch.Tensor | None
+    key_mask: torch.Tensor
+
+    @property
+    def window(self) -> int:
+        return (self.left_chunks + 1) * self.chunk_size + self.right_context
+
+    @classmethod
+    def build(
+        cls,
+        config,
+        hidden_states: torch.Tensor,
+        lengths: torch.Tensor | None,
+        chunk_size: int,
+        left_chunks: int,
+        right_context: int = 0,
+    ) -> "OmniChunkedAttention":
+        """
+        Args:
+            config: the model config (its attention implementation picks the mask format).
+            hidden_states: `[B, T, D]`, for the shape, dtype and device.
+            lengths: `[B]` valid tokens per item (None: all `T` valid).
+            chunk_size, left_chunks, right_context: the attention pattern.
+        """
+        from transformers.masking_utils import create_bidirectional_mask
+
+        batch, length = hidden_states.shape[:2]
+        num_chunks = -(-length // chunk_size)
+        window = (left_chunks + 1) * chunk_size + right_context
+        chunk_start = torch.arange(num_chunks, device=hidden_states.device) * chunk_size
+        positions = chunk_start[:, None] - left_chunks * chunk_size + torch.arange(window, device=hidden_states.device)
+        limit = torch.full((batch,), length, device=hidden_states.device) if lengths is None else lengths
+        key_mask = (positions >= 0) & (positions[None] < limit[:, None, None])  # [B, num_chunks, window]
+        # A chunk made only of padding has no valid key; let its (discarded) queries see the whole window rather than
+        # nothing, which some kernels turn into NaN.
+        key_mask = key_mask | ~key_mask.any(-1, keepdim=True)
+        stub = torch.zeros((), dtype=hidden_states.dtype, device=hidden_states.device)
+        attention_mask = create_bidirectional_mask(
+            config,
+            stub.expand(batch * num_chunks, chunk_size, 1),
+            key_mask.reshape(batch * num_chunks, window),
+            encoder_hidden_states=stub.expand(batch * num_chunks, window, 1),
+        )
+        return cls(chunk_size, left_chunks, right_context, num_chunks, attention_mask, key_mask)
+
+    def chunk_queries(self, query: torch.Tensor) -> torch.Tensor:
+        """`[B, H, T, d]` -> `[B * num_chunks, H, chunk_size, d]` (zero-padded to whole chunks)."""
+        batch, heads, length, dim = query.shape
+        query = nn.functional.pad(query, (0, 0, 0, self.num_chunks * self.chunk_size - length))
+        query = query.view(batch, heads, self.num_chunks, self.chunk_size, dim).transpose(1, 2)
+        return query.reshape(batch * self.num_chunks, heads, self.chunk_size, dim)
+
+    def gather_windows(self, states: torch.Tensor) -> torch.Tensor:
+        """Keys or values `[B, KVH, T, d]` -> each chunk's window `[B * num_chunks, KVH, window, d]`."""
+        batch, heads, length, dim = states.shape
+        left = self.left_chunks * self.chunk_size
+        right = self.num_chunks * self.chunk_size + self.right_context - length
+        states = nn.functional.pad(states, (0, 0, left, right))
+        windows = states.unfold(2, self.window, self.chunk_size)  # [B, KVH, num_chunks, d, window]
+        windows = windows.permute(0, 2, 1, 4, 3)
+        return windows.reshape(batch * self.num_chunks, heads, self.window, dim)
+
+    def merge_chunks(self, output: torch.Tensor, length: int) -> torch.Tensor:
+        """Attention output `[B * num_chunks, chunk_size, ...]` -> `[B, length, ...]`."""
+        output = output.reshape(-1, self.num_chunks * self.chunk_size, *output.shape[2:])
+        return output[:, :length]
+
+
 class OmniLatentCache:
     """K/V cache of rotary multi-head latent attention: per layer and token it holds only the normalised latent
     (`kv_lora_rank` values) and the shared rotary key (`qk_rope_head_dim` values), never the expanded K/V heads.
@@ -356,6 +450,13 @@ class OmniLatentCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.latents[layer_idx].shape[1] if layer_idx < len(self.latents) else 0
+
+    def keep_last(self, num_tokens: int) -> None:
+        """Drop all but the last `num_tokens` tokens of every layer (a sliding window of context, as streaming
+        chunked attention keeps its left chunks); `0` empties every layer but keeps the layers."""
+        start = lambda tensor: max(tensor.shape[1] - num_tokens, 0)  # noqa: E731
+        self.latents = [latent[:, start(latent) :] for latent in self.latents]
+        self.rope_keys = [rope_key[:, start(rope_key) :] for rope_key in self.rope_keys]
 
     def memory_bytes(self) -> int:
         """Bytes held by all cached tensors."""
@@ -444,6 +545,7 @@ class OmniLatentAttention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
         cache: OmniLatentCache | None = None,
+        chunked_attention: OmniChunkedAttention | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
@@ -452,9 +554,12 @@ class OmniLatentAttention(nn.Module):
             position_embeddings: `(cos, sin)` of width `qk_rope_head_dim` for the `L` new positions.
             attention_mask: over `[cached + L]` keys, in the format of the attention implementation.
             cache: when given, the new latents are appended to it and the queries attend to all cached tokens.
+            chunked_attention: block-local attention over the `L` positions instead of full attention (no cache
+                needed; `attention_mask` is then ignored: the chunks carry their own).
 
         Returns:
-            `(output [B, L, D], attention weights or None)`.
+            `(output [B, L, D], attention weights: [B, H, L, cached + L], or [B, num_chunks, H, chunk_size, window]
+            with chunked attention; None unless eager)`.
         """
         cos, sin = position_embeddings
         query = self.q_proj(hidden_states).unflatten(-1, (self.num_heads, self.qk_head_dim)).transpose(1, 2)
@@ -466,8 +571,21 @@ class OmniLatentAttention(nn.Module):
             latent, rope_key = cache.update(latent, rope_key, self.layer_idx)
         key, value = self.expand(latent, rope_key)
 
-        attn_output, attn_weights = dispatch_attention(self, query, key, value, attention_mask, **kwargs)
-        return self.o_proj(attn_output), attn_weights
+        if chunked_attention is None:
+            attn_output, attn_weights = dispatch_attention(self, query, key, value, attention_mask, **kwargs)
+            return self.o_proj(attn_output), attn_weights
+        chunks = chunked_attention
+        attn_output, attn_weights = dispatch_attention(
+            self,
+            chunks.chunk_queries(query),
+            chunks.gather_windows(key),
+            chunks.gather_windows(value),
+            chunks.attention_mask,
+            **kwargs,
+        )
+        if attn_weights is not None:  # [B * num_chunks, H, C, window] -> [B, num_chunks, H, C, window]
+            attn_weights = attn_weights.unflatten(0, (-1, chunks.num_chunks))
+        return self.o_proj(chunks.merge_chunks(attn_output, hidden_states.shape[1])), attn_weights
 
 
 # --------------------------------------------------------------------------------------------------------------------

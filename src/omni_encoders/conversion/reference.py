@@ -403,7 +403,7 @@ def _audio_processor(config):
     from ..feature_extraction_omni_audio import OmniAudioFeatureExtractor
 
     return OmniAudioFeatureExtractor(
-        samples_per_frame=config.inputs_to_logits_ratio, speaker_num_mel_bins=config.speaker_num_mel_bins
+        samples_per_frame=config.tokenizer_samples_per_frame, speaker_num_mel_bins=config.speaker_num_mel_bins
     )
 
 
