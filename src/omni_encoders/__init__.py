@@ -13,6 +13,8 @@ from transformers import (
     AutoModelForAudioClassification,
     AutoModelForCTC,
     AutoModelForImageClassification,
+    AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
     AutoModelForTextToWaveform,
     AutoModelForVideoClassification,
     AutoProcessor,
@@ -69,6 +71,17 @@ from .modeling_omni_audio_decoder import (
 from .processing_omni_audio_decoder import OmniAudioDecoderCollator, OmniAudioDecoderProcessor
 from .tokenization_omni_audio_decoder import OmniAudioDecoderTokenizer
 
+# The omni-modal LLM (a causal LM fed by the encoders)
+from .configuration_omni import OmniConfig
+from .modeling_omni import (
+    OmniCausalLMOutputWithPast,
+    OmniEncoderOutput,
+    OmniForConditionalGeneration,
+    OmniGenerateOutput,
+    OmniProjector,
+)
+from .processing_omni import OmniCollator, OmniProcessor
+
 
 __version__ = "0.1.0"
 
@@ -99,6 +112,12 @@ AutoModelForTextToWaveform.register(OmniAudioDecoderConfig, OmniAudioDecoderMode
 AutoTokenizer.register(OmniAudioDecoderConfig, tokenizer_class=OmniAudioDecoderTokenizer, exist_ok=True)
 AutoFeatureExtractor.register(OmniAudioDecoderConfig, OmniAudioDecoderFeatureExtractor, exist_ok=True)
 AutoProcessor.register(OmniAudioDecoderConfig, OmniAudioDecoderProcessor, exist_ok=True)
+
+# The omni-modal LLM
+AutoConfig.register(OmniConfig.model_type, OmniConfig, exist_ok=True)
+AutoModelForImageTextToText.register(OmniConfig, OmniForConditionalGeneration, exist_ok=True)
+AutoModelForMultimodalLM.register(OmniConfig, OmniForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(OmniConfig, OmniProcessor, exist_ok=True)
 
 
 def __getattr__(name: str):
@@ -153,6 +172,15 @@ __all__ = [
     "OmniAudioDecoderTokenizer",
     "length_regulate",
     "monotonic_alignment_search",
+    # the omni-modal LLM
+    "OmniCausalLMOutputWithPast",
+    "OmniCollator",
+    "OmniConfig",
+    "OmniEncoderOutput",
+    "OmniForConditionalGeneration",
+    "OmniGenerateOutput",
+    "OmniProcessor",
+    "OmniProjector",
     # training and the Hub
     "OmniTrainer",
     "create_model_card",
