@@ -153,3 +153,53 @@ def run_without_package(script: str, tmp_path, timeout: int = 300) -> dict:
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
+
+
+# The omni-modal LLM: a word-level tokenizer (made with the `tokenizers` library) and a tiny Llama.
+OMNI_WORDS = [
+    "<pad>", "<unk>", "</s>", "<image>", "<video>", "<audio>", "User", "Assistant", ":", "?", "what", "digit", "is",
+    "this", "which", "way", "does", "it", "move", "transcribe", "left", "right", "up", "down",
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+]
+
+
+def tiny_omni_tokenizer(padding_side: str = "left"):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({word: i for i, word in enumerate(OMNI_WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="</s>", padding_side=padding_side,
+        additional_special_tokens=["<image>", "<video>", "<audio>"],
+    )
+
+
+def tiny_text_config(**overrides):
+    from transformers import LlamaConfig
+
+    kwargs = {
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": len(OMNI_WORDS), "pad_token_id": 0, "eos_token_id": 2,
+        "bos_token_id": None, "max_position_embeddings": 512, **overrides,
+    }
+    return LlamaConfig(**kwargs)
+
+
+def tiny_omni_config(modalities=("image", "video", "audio", "speech"), **overrides):
+    """A tiny Llama (hidden 32, 2 layers) with the tiny encoders of `modalities`; the audio encoder pools 4 frames
+    into one token (62.5 tokens/s)."""
+    from omni_encoders import OmniConfig
+
+    kwargs = {
+        "text_config": tiny_text_config(),
+        "vision_config": tiny_vision_config() if "image" in modalities else None,
+        "video_config": tiny_video_config() if "video" in modalities else None,
+        "audio_config": tiny_audio_config(output_downsample_rate=4) if "audio" in modalities else None,
+        "speech_decoder_config": tiny_audio_decoder_config() if "speech" in modalities else None,
+        "image_token_id": 3 if "image" in modalities else None,
+        "video_token_id": 4 if "video" in modalities else None,
+        "audio_token_id": 5 if "audio" in modalities else None,
+        **overrides,
+    }
+    return OmniConfig(**kwargs)
