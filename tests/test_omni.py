@@ -360,6 +360,35 @@ def test_freezing_and_lora_on_the_lm_and_the_projectors(media):
     assert all(p.grad is not None for p in lora.parameters() if p.requires_grad)
 
 
+def test_no_split_modules_are_the_blocks_fsdp_auto_wraps(model, monkeypatch):
+    """accelerate's FSDP transformer auto-wrap policy (`--fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP`, from
+    `_no_split_modules`) finds every class named: the blocks of each part, not the classes a part's model type declares
+    without building them (SigLIP's text embeddings and pooling head), which made accelerate raise "Could not find
+    the transformer layer class SiglipTextEmbeddings in the model"."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+
+    blocks = {
+        "LlamaDecoderLayer",  # the LM
+        "SiglipVisionEmbeddings", "SiglipEncoderLayer", "OmniDualStreamBlock", "OmniTokenCompressor",  # image, video
+        "OmniVideoBlock",
+        "OmniAudioConformerBlock", "OmniAudioSpeakerEncoder",  # audio
+        "OmniAudioDecoderFFTBlock",  # speech decoder
+    }  # fmt: skip
+    assert model._no_split_modules == blocks
+    assert model.vision_model._no_split_modules == {
+        "SiglipVisionEmbeddings", "SiglipEncoderLayer", "OmniDualStreamBlock", "OmniTokenCompressor"
+    }
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")  # the plugin writes it; restored after the test
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="TRANSFORMER_BASED_WRAP")
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
+    units = [name for name, module in model.named_modules() if policy(module)]
+    assert {type(model.get_submodule(name)).__name__ for name in units} == blocks
+    assert [name for name in units if name.startswith("language_model.")] == [
+        "language_model.model.layers.0", "language_model.model.layers.1"
+    ]
+
+
 # ------------------------------------------------------------------------------------------ saving and loading
 
 

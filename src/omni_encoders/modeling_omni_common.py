@@ -1089,6 +1089,18 @@ class OmniPreTrainedModel(OmniHubMixin, PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    def post_init(self):
+        """transformers' `post_init`, then `_no_split_modules` narrowed to the classes this model holds.
+
+        transformers gathers the children's `_no_split_modules`, and a backbone declares those of its whole model
+        type: a `SiglipVisionModel` names SigLIP's text embeddings and attention-pooling head, which our vision
+        model does not build. FSDP's transformer auto-wrap policy (accelerate's, from `_no_split_modules`) looks every
+        name up in the model and raises for the first it cannot find, so only the blocks present are kept.
+        """
+        super().post_init()
+        present = {type(module).__name__ for module in self.modules()}
+        self._no_split_modules = {name for name in self._no_split_modules if name in present}
+
     def _flex_attn_can_dispatch(self, is_init_check: bool = False) -> bool:
         """transformers' check, and on a machine without a GPU, ours: flex attention is refused where PyTorch's CPU
         flex kernels give wrong results (CPUs without AVX-512; see [`check_flex_attention_device`]). With a GPU, a
