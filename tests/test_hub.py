@@ -7,6 +7,7 @@ a user's would; the pull without the package runs where `omni_encoders` cannot b
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,8 +17,9 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+import transformers
 import yaml
-from transformers import AutoModel, AutoModelForImageClassification, PreTrainedConfig
+from transformers import PreTrainedConfig
 from transformers.modelcard import TASK_TAG_TO_NAME_MAPPING, TrainingSummary
 
 from helpers import (
@@ -25,15 +27,19 @@ from helpers import (
     run_without_package,
     tiny_audio_config,
     tiny_audio_decoder_config,
+    tiny_omni_config,
     tiny_video_config,
     tiny_vision_config,
 )
 from hub_server import HubServer
+import omni_encoders
 from omni_encoders import (
     OmniAudioDecoderModel,
     OmniAudioForAudioClassification,
     OmniAudioForCTC,
+    OmniForConditionalGeneration,
     OmniVideoForVideoClassification,
+    OmniVideoModel,
     OmniVisionForImageClassification,
     OmniVisionModel,
 )
@@ -605,18 +611,37 @@ def check_trainer_pushes(hub: HubServer, pushed: dict):
 # ----------------------------------------------------------------------------------------------------- auto_map
 
 
-@pytest.mark.parametrize("model_class", [OmniVisionModel, OmniVisionForImageClassification])
-def test_saved_checkpoints_map_every_auto_class_of_the_model_type(tmp_path, model_class):
-    model_class(tiny_vision_config(num_labels=2)).save_pretrained(tmp_path)
-    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    assert auto_map == {
-        "AutoConfig": "configuration_omni_vision.OmniVisionConfig",
-        "AutoModel": "modeling_omni_vision.OmniVisionModel",
-        "AutoModelForImageClassification": "modeling_omni_vision.OmniVisionForImageClassification",
-    }
-    assert CODE_FILES <= {path.name for path in tmp_path.iterdir()}
-    assert type(AutoModel.from_pretrained(tmp_path)) is OmniVisionModel
-    assert type(AutoModelForImageClassification.from_pretrained(tmp_path)) is OmniVisionForImageClassification
+VISION_AUTO_MAP = {
+    "AutoConfig": "configuration_omni_vision.OmniVisionConfig",
+    "AutoModel": "modeling_omni_vision.OmniVisionModel",
+    "AutoModelForImageClassification": "modeling_omni_vision.OmniVisionForImageClassification",
+}
+OMNI_AUTO_MAP = {
+    "AutoConfig": "configuration_omni.OmniConfig",
+    "AutoModelForImageTextToText": "modeling_omni.OmniForConditionalGeneration",
+    "AutoModelForMultimodalLM": "modeling_omni.OmniForConditionalGeneration",
+}
+
+
+@pytest.mark.parametrize("model_class, config, auto_map", [
+    (OmniVisionModel, lambda: tiny_vision_config(num_labels=2), VISION_AUTO_MAP),
+    (OmniVisionForImageClassification, lambda: tiny_vision_config(num_labels=2), VISION_AUTO_MAP),
+    (OmniVideoModel, tiny_video_config, MEDIA_PUSHES[VIDEO_REPO]["auto_map"]),
+    (OmniAudioForCTC, tiny_audio_config, MEDIA_PUSHES[ASR_REPO]["auto_map"]),
+    (OmniAudioDecoderModel, tiny_audio_decoder_config, MEDIA_PUSHES[TTS_REPO]["auto_map"]),
+    (OmniForConditionalGeneration, tiny_omni_config, OMNI_AUTO_MAP),
+])
+def test_saved_checkpoints_map_every_auto_class_of_the_model_type(tmp_path, model_class, config, auto_map):
+    """A checkpoint of any class of a model type maps every Auto class of the type, ships the code they import, and
+    loads with each of them (the class the map names)."""
+    model_class(config()).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == auto_map
+    saved = {path.name for path in tmp_path.iterdir()}
+    assert {f"{target.split('.')[0]}.py" for target in auto_map.values()} | {"modeling_omni_common.py"} <= saved
+    for auto_class, target in auto_map.items():
+        if auto_class != "AutoConfig":
+            loaded = getattr(transformers, auto_class).from_pretrained(tmp_path)
+            assert type(loaded) is getattr(omni_encoders, target.split(".")[1]), auto_class
 
 
 # ----------------------------------------------------------------------------------------------------- model cards
@@ -674,6 +699,7 @@ def test_model_card_takes_the_metrics_of_a_training_run():
     (lambda: OmniAudioForCTC(tiny_audio_config()), "Automatic Speech Recognition"),
     (lambda: OmniAudioForAudioClassification(tiny_audio_config(num_labels=2)), "Audio Classification"),
     (lambda: OmniAudioDecoderModel(tiny_audio_decoder_config()), "Text-to-Audio"),
+    (lambda: OmniForConditionalGeneration(tiny_omni_config(modalities=("image",))), "Image-Text-to-Text"),
 ])
 def test_training_results_reach_the_model_index_of_every_head(model, task):
     """transformers' TrainingSummary leaves tasks it does not know (video classification, text-to-audio) out of the
@@ -688,6 +714,33 @@ def test_training_results_reach_the_model_index_of_every_head(model, task):
     assert "video-classification" not in TASK_TAG_TO_NAME_MAPPING  # transformers' table is left as it was
 
 
+@pytest.mark.parametrize("modalities, shown, hidden", [
+    (("image", "video", "audio", "speech"), ["reads text, images, videos and audio, and can speak its answers",
+                                              "| speech output (`speech_projector`, `speech_decoder`) |"], []),
+    (("audio",), ["reads text and audio.", "| audio | `<audio>` (5) | one per 256 valid samples",
+                  'tokenizer.add_tokens(["<audio>"], special_tokens=True)', "freeze=(\"text\", \"audio\")"],
+     ["<image>", "pixel_values", "return_audio", "speech_decoder=", "image-text-to-text\", model"]),
+])
+def test_omni_card_describes_the_parts_of_the_model_and_of_a_config(modalities, shown, hidden):
+    """The omni card of a model and of its bare config: the parts present (and only those), the model's class and size
+    for a model, the Auto class that loads the omni model (not AutoModel) for both."""
+    config = tiny_omni_config(modalities=modalities)
+    model = OmniForConditionalGeneration(config)
+    model_card = create_model_card(model, model_id="org/omni")
+    config_card = create_model_card(config, model_id="org/omni")
+    assert re.search(r"\(`OmniForConditionalGeneration`, [\d.]+[KM] parameters\)", model_card.text)
+    assert "parameters)" not in config_card.text
+    for card in (model_card, config_card):
+        assert card.data.pipeline_tag == "image-text-to-text"
+        assert 'AutoModelForImageTextToText.from_pretrained("org/omni", trust_remote_code=True)' in card.text
+        assert "AutoModel.from_pretrained" not in card.text
+        assert "{{" not in card.text and "{%" not in card.text
+        for text in shown:
+            assert text in card.text, text
+        for text in hidden:
+            assert text not in card.text, text
+
+
 def fake_config(model_type: str) -> PreTrainedConfig:
     """A bare config of a model type that is not ours."""
     return type("FakeConfig", (PreTrainedConfig,), {"model_type": model_type})()
@@ -698,6 +751,7 @@ TINY_CONFIGS = {
     "omni_video": tiny_video_config,
     "omni_audio": tiny_audio_config,
     "omni_audio_decoder": tiny_audio_decoder_config,
+    "omni": tiny_omni_config,
 }
 
 
@@ -717,6 +771,15 @@ TINY_CONFIGS = {
         "1 feed-forward Transformer blocks (RMLA attention with 4 heads", "20-bin mel spectrogram + 2-layer",
         "kernels 3;",
         "`[batch]` / `[batch, 8]`", "32 initial channels",
+    ]),
+    ("omni", "image-text-to-text", [
+        "`llama`: hidden size 32, 2 layers, 4 attention heads, vocabulary of 34 tokens",
+        "TiTok compression to 6 tokens",
+        "| video | `<video>` (4) | 3 per real frame", "frames pooled 4 to 1: 62.5 tokens per second",
+        "2 linear layers (width 32, gelu between them)", "a projector (32 → 32)", "`[batch, L, 34]`",
+        "return_audio=True, speaker_ids=torch.tensor([0])",
+        r'target_modules=r"language_model\..*\.(q_proj|v_proj)|.*_projector\.linears\.\d+"',
+        'freeze=("text", "vision", "video", "audio", "speech_decoder")',
     ]),
 ])
 def test_every_model_type_has_a_template_that_renders(model_type, pipeline_tag, shown):

@@ -45,12 +45,15 @@ class ModelCardSpec:
 
     Args:
         tags: Hub tags of the model type (added to `omni-encoders` and the model type).
-        base_pipeline_tag: pipeline tag of the base model (the class registered for `AutoModel`); the heads take
-            theirs from their Auto class (see `AUTO_CLASS_PIPELINE_TAGS`).
+        base_pipeline_tag: pipeline tag of the base model (the class registered for `base_auto_class`); the heads
+            take theirs from their Auto class (see `AUTO_CLASS_PIPELINE_TAGS`).
+        base_auto_class: the Auto class of the model type's base model, which the card of a bare config names
+            (`AutoModelForImageTextToText` for the omni-modal LLM, which `AutoModel` does not load).
     """
 
     tags: tuple[str, ...]
     base_pipeline_tag: str
+    base_auto_class: str = "AutoModel"
 
 
 MODEL_CARD_SPECS: dict[str, ModelCardSpec] = {
@@ -58,6 +61,11 @@ MODEL_CARD_SPECS: dict[str, ModelCardSpec] = {
     "omni_video": ModelCardSpec(("video", "3d-rope", "mixture-of-experts"), "feature-extraction"),
     "omni_audio": ModelCardSpec(("audio", "speech", "conformer", "mla"), "feature-extraction"),
     "omni_audio_decoder": ModelCardSpec(("audio", "speech", "text-to-speech", "tts"), "text-to-audio"),
+    "omni": ModelCardSpec(
+        ("multimodal", "llm", "any-to-any"),
+        "image-text-to-text",
+        base_auto_class="AutoModelForImageTextToText",
+    ),
 }
 
 AUTO_CLASS_PIPELINE_TAGS = {
@@ -76,6 +84,7 @@ TASK_NAMES = {
     "text-to-audio": "Text-to-Audio",
     "feature-extraction": "Feature Extraction",
     "image-feature-extraction": "Image Feature Extraction",
+    "image-text-to-text": "Image-Text-to-Text",
 }
 
 LICENSE = "apache-2.0"
@@ -169,7 +178,7 @@ def create_model_card(
         )
     spec = MODEL_CARD_SPECS[config.model_type]
     is_model = isinstance(model, PreTrainedModel)
-    auto_class = (getattr(type(model), "_auto_class", None) if is_model else None) or "AutoModel"
+    auto_class = (getattr(type(model), "_auto_class", None) if is_model else None) or spec.base_auto_class
     pipeline_tag = AUTO_CLASS_PIPELINE_TAGS.get(auto_class, spec.base_pipeline_tag)
     name_or_path = getattr(config, "_name_or_path", "") or ""
     model_id = model_id or name_or_path or config.model_type
