@@ -395,6 +395,92 @@ def test_push_and_pull_through_the_hub_client(tmp_path):
         assert hub.unknown_requests == []  # every request the clients made is one the server implements
 
 
+# Pushes a tiny omni-modal LLM (a Llama with every encoder and the speech decoder) and its processor, then pulls both
+# back by repo id with the Auto classes and runs the same prompts through each.
+OMNI_PUSH_AND_PULL = """
+import json, sys
+import numpy as np, torch
+from transformers import AutoModelForImageTextToText, AutoModelForMultimodalLM, AutoProcessor
+from helpers import tiny_omni_config, tiny_omni_tokenizer
+from omni_encoders import OmniForConditionalGeneration, OmniProcessor
+
+(REPO,) = sys.argv[1:2]
+torch.manual_seed(0)
+model = OmniForConditionalGeneration(tiny_omni_config()).eval()
+processor = OmniProcessor.from_config(model.config, tiny_omni_tokenizer())
+processor.push_to_hub(REPO)  # first: the repo gets transformers' placeholder card
+model.push_to_hub(REPO)  # replaces it with the omni card
+
+rng = np.random.default_rng(0)
+image = (rng.random((28, 28, 3)) * 255).astype(np.uint8)
+video = (rng.random((2, 28, 28, 3)) * 255).astype(np.uint8)
+audio = (0.1 * rng.standard_normal(3000)).astype(np.float32)
+prompts = ["User: <image> what digit is this ?</s>\\nAssistant:", "User: <video> <audio> transcribe</s>\\nAssistant:"]
+
+
+def run(model, processor):
+    inputs = processor(text=prompts, images=[image], videos=[video], audio=[audio], sampling_rate=16000,
+                       padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    spoken = model.generate(**inputs, max_new_tokens=4, do_sample=False, return_audio=True,
+                            speaker_ids=torch.tensor([0, 1]))
+    return {"class": type(model).__name__, "processor": type(processor).__name__,
+            "input_ids": inputs["input_ids"].tolist(), "logits": logits.tolist(),
+            "sequences": spoken.sequences.tolist(), "waveform": spoken.waveform.tolist()}
+
+
+pushed = run(model, processor)
+pulled = run(AutoModelForImageTextToText.from_pretrained(REPO).eval(), AutoProcessor.from_pretrained(REPO))
+multimodal = type(AutoModelForMultimodalLM.from_pretrained(REPO)).__name__
+print(json.dumps({"pushed": pushed, "pulled": pulled, "multimodal": multimodal}))
+"""
+
+
+def test_push_and_pull_the_omni_model_through_the_hub_client(tmp_path):
+    """The omni-modal LLM and its processor pushed to a local Hub and pulled back by repo id: the same inputs, logits,
+    answers and speech; the config maps both Auto classes, the code and processor files are uploaded, and the card is
+    the omni card."""
+    repo_id = "org/omni-llm-tiny"
+    with HubServer() as hub:
+        env = hub.client_env(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_PROGRESS_BARS="1",
+                             TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
+        result = run_with_package(OMNI_PUSH_AND_PULL, [repo_id], env, cwd=tmp_path)
+        assert hub.unknown_requests == []
+        repo = hub.repos[repo_id]
+        files = repo.commit_at("main").files
+        processor_card = repo.commits[1].files["README.md"].content.decode()
+
+    pushed, pulled = result["pushed"], result["pulled"]
+    assert (pulled["class"], pulled["processor"]) == ("OmniForConditionalGeneration", "OmniProcessor")
+    assert result["multimodal"] == "OmniForConditionalGeneration"
+    assert pulled["input_ids"] == pushed["input_ids"]
+    assert max_abs_diff(torch.tensor(pulled["logits"]), torch.tensor(pushed["logits"])) == 0
+    assert pulled["sequences"] == pushed["sequences"]
+    assert max_abs_diff(torch.tensor(pulled["waveform"]), torch.tensor(pushed["waveform"])) == 0
+
+    assert json.loads(files["config.json"].content)["auto_map"] == {
+        "AutoConfig": "configuration_omni.OmniConfig",
+        "AutoModelForImageTextToText": "modeling_omni.OmniForConditionalGeneration",
+        "AutoModelForMultimodalLM": "modeling_omni.OmniForConditionalGeneration",
+    }
+    code = {"configuration_omni.py", "modeling_omni.py", "processing_omni.py", "modeling_omni_vision.py",
+            "modeling_omni_video.py", "modeling_omni_audio.py", "modeling_omni_audio_decoder.py"}
+    assert {"model.safetensors", "processor_config.json", "tokenizer.json", "chat_template.jinja"} | code <= set(files)
+    for name in code:
+        assert files[name].content == (PACKAGE / name).read_bytes(), name
+
+    assert "pushed on the Hub" in processor_card  # the model push replaced the processor's placeholder card
+    readme = files["README.md"].content.decode()
+    metadata = front_matter(readme)
+    assert metadata["pipeline_tag"] == "image-text-to-text" and metadata["library_name"] == "transformers"
+    assert {"omni-encoders", "omni", "multimodal", "llm", "any-to-any"} <= set(metadata["tags"])
+    assert f"# {repo_id}\n" in readme
+    assert f'AutoModelForImageTextToText.from_pretrained("{repo_id}", trust_remote_code=True)' in readme
+    assert "reads text, images, videos and audio, and can speak its answers" in readme
+    assert "| image | `<image>` (3) | 6 per image" in readme
+
+
 def push_and_pull_with_the_package(hub: HubServer, workdir: Path) -> dict:
     """Push a classifier and its processor, train and push with Trainer and OmniTrainer, push the video, audio and
     speech models with their processors, and pull everything back by repo id."""
