@@ -1078,3 +1078,19 @@ def test_chunked_attention_and_streaming_configs_are_validated():
         next(model.encode_stream([torch.randn(2, 640)]))
     with pytest.raises(ValueError, match="shorter than one encoder frame"):
         list(model.encode_stream([torch.randn(30)]))
+
+
+def test_tokenizer_convolutions_train_in_float32_under_cpu_autocast():
+    """PyTorch 2.13's oneDNN bfloat16 conv1d on AMX CPUs now and then returns NaN weight gradients with several threads:
+    under CPU autocast the tokenizer's convolutions run in float32 when their gradient is wanted, in bf16 otherwise."""
+    model = OmniAudioModel(tiny_audio_config())
+    conv = model.waveform_tokenizer.conv_layers[1].conv
+    dtypes = []
+    conv.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    audio = torch.randn(2, 4000)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(audio).last_hidden_state.float().sum().backward()
+        with torch.no_grad():
+            model(audio)
+    assert dtypes == [torch.float32, torch.bfloat16]
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -225,6 +225,13 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
         return normed
 
 
+def _cpu_autocast_training(weight: torch.Tensor) -> bool:
+    """Whether `weight`'s layer runs under CPU autocast with its gradient wanted."""
+    return weight.device.type == "cpu" and torch.is_autocast_enabled("cpu") and torch.is_grad_enabled() and (
+        weight.requires_grad
+    )
+
+
 class OmniAudioConvLayer(nn.Module):
     """Strided convolution -> masked GroupNorm -> SiLU, mapping `L` steps to exactly `L // stride`.
 
@@ -257,7 +264,15 @@ class OmniAudioConvLayer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """`hidden_states [B, C_in, L]` (zero beyond each item's length), `mask [B, 1, L // stride]` of the output."""
-        hidden_states = self.conv(nn.functional.pad(hidden_states, self.padding))
+        hidden_states = nn.functional.pad(hidden_states, self.padding)
+        if _cpu_autocast_training(self.conv.weight):
+            # PyTorch 2.13's oneDNN bfloat16 conv1d on AMX CPUs now and then returns a NaN weight gradient when it runs
+            # on several threads (seen in about one backward pass in 30 of the same batch, never with one thread):
+            # under CPU autocast, training keeps these convolutions in float32.
+            with torch.autocast("cpu", enabled=False):
+                hidden_states = self.conv(hidden_states.float())
+        else:
+            hidden_states = self.conv(hidden_states)
         hidden_states = self.activation(self.norm(hidden_states, mask))
         return hidden_states if mask is None else hidden_states * mask
 
