@@ -88,6 +88,7 @@ def build_model(model_args: AudioModelArguments, labels: list[str]) -> OmniAudio
             attn_implementation=model_args.attn_implementation,
             ignore_mismatched_sizes=True,  # a new classifier when the label set differs
             **label_kwargs,
+            **model_args.checkpoint_overrides(),
         )
     return OmniAudioForAudioClassification(OmniAudioConfig(**model_args.config_kwargs(), **label_kwargs))
 

@@ -13,13 +13,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import transformers
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from omni_encoders import OmniAudioConfig
 from omni_encoders.hardware import describe_cpu, use_bf16_mixed_precision
 
 
@@ -178,10 +179,23 @@ def _device_name(training_args: TrainingArguments) -> str:
 # ------------------------------------------------------------------------------------------------------ audio recipes
 
 
+# The `OmniAudioConfig` options for long audio (README, "Long audio") that the audio recipes expose. They change what
+# the model computes, not its weights, so they also apply to a checkpoint being fine-tuned.
+LONG_AUDIO_OPTIONS = (
+    "attention_chunk_size", "attention_left_chunks", "attention_right_context", "output_downsample_rate",
+)  # fmt: skip
+
+
 @dataclass
 class AudioModelArguments:
     """The encoder of the audio recipes: a saved checkpoint to fine-tune, or the size of a fresh `OmniAudioConfig`
-    trained from scratch. The defaults are a small model; each recipe sets its own through its `TRAINING_DEFAULTS`."""
+    trained from scratch. The defaults are a small model; each recipe sets its own through its `TRAINING_DEFAULTS`.
+
+    The long-audio options (`--attention_chunk_size`, `--attention_left_chunks`, `--attention_right_context`,
+    `--output_downsample_rate`) go into a fresh model's config like the sizes; with `--model_name_or_path`, those given
+    away from their defaults replace the checkpoint's values (see [`checkpoint_overrides`]), so a model trained with
+    full attention can be fine-tuned in the chunked mode it will run in.
+    """
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A saved OmniAudio checkpoint to fine-tune; default: train from scratch."}
@@ -214,6 +228,41 @@ class AudioModelArguments:
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2 or flex_attention."}
     )
+    # Long audio (see the README's "Long audio"): chunked attention and a reduced output rate.
+    attention_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Chunked attention: tokenizer frames per chunk (25 = 1 s at the recipes' 640 samples per frame); "
+            "default: full attention."
+        },
+    )
+    attention_left_chunks: int = field(
+        default=2, metadata={"help": "With --attention_chunk_size: previous chunks a chunk's queries see."}
+    )
+    attention_right_context: int = field(
+        default=0, metadata={"help": "With --attention_chunk_size: look-ahead frames beyond the chunk."}
+    )
+    output_downsample_rate: int = field(
+        default=1,
+        metadata={
+            "help": "Mean-pool every N Conformer output frames (2: 25 -> 12.5 frames/s at 640 samples per frame); "
+            "the CTC loss and the pipelines follow the reduced rate."
+        },
+    )
+
+    def __post_init__(self):
+        # Bad values fail here, with the config's own message, rather than when the model is built or first run.
+        OmniAudioConfig(**self.long_audio_kwargs())
+
+    def long_audio_kwargs(self) -> dict:
+        """The long-audio options as `OmniAudioConfig` arguments."""
+        return {name: getattr(self, name) for name in LONG_AUDIO_OPTIONS}
+
+    def checkpoint_overrides(self) -> dict:
+        """The `from_pretrained` config overrides of `--model_name_or_path`: the long-audio options given away from
+        their defaults (e.g. `{"attention_chunk_size": 25}`); the others keep the checkpoint's values."""
+        defaults = {option.name: option.default for option in fields(self)}
+        return {name: value for name, value in self.long_audio_kwargs().items() if value != defaults[name]}
 
     def config_kwargs(self) -> dict:
         """The `OmniAudioConfig` arguments of a fresh model of this size."""
@@ -238,6 +287,7 @@ class AudioModelArguments:
             "speaker_num_lstm_layers": self.speaker_num_lstm_layers,
             "speaker_embedding_size": self.speaker_embedding_size,
             "attn_implementation": self.attn_implementation,
+            **self.long_audio_kwargs(),
         }
 
 

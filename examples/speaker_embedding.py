@@ -107,7 +107,9 @@ class SpeakerArguments:
 def build_model(model_args: AudioModelArguments) -> OmniAudioModel:
     if model_args.model_name_or_path is not None:
         model = AutoModel.from_pretrained(
-            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation
+            model_args.model_name_or_path,
+            attn_implementation=model_args.attn_implementation,
+            **model_args.checkpoint_overrides(),
         )
         if model.speaker_encoder is None:
             raise ValueError(f"{model_args.model_name_or_path} has no speaker encoder (use_speaker_encoder=False).")

@@ -24,6 +24,13 @@ transcribes audio with it. Run it as a script or with accelerate:
     accelerate launch --multi_gpu --num_processes 2 examples/speech_recognition_ctc.py --output_dir runs/ctc \\
         --per_device_train_batch_size 16
 
+Long audio (README, "Long audio"): `--attention_chunk_size 25 --attention_left_chunks 2` trains with chunked attention
+(1 s chunks at 25 frames/s, each seeing the 2 s before it), the mode a model for long files runs in; and
+`--output_downsample_rate 2` pools the Conformer's output to 12.5 frames/s. CTC needs at least as many frames as labels
+plus repeated labels: at 12.5 frames/s the fastest string of the data (about 0.16 s per digit) still has 1.6 times
+that, while at 6.25 frames/s (`4`) a few strings have fewer frames than their labels need. Use a rate of 2 at most with
+640 samples per frame.
+
 `docs/RESULTS.md` lists the commands, times and error rates measured.
 """
 
@@ -146,7 +153,9 @@ def make_trainer(
     if model_args.model_name_or_path is not None:
         processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
         model = AutoModelForCTC.from_pretrained(
-            model_args.model_name_or_path, attn_implementation=model_args.attn_implementation
+            model_args.model_name_or_path,
+            attn_implementation=model_args.attn_implementation,
+            **model_args.checkpoint_overrides(),
         )
     else:
         processor = OmniAudioProcessor.from_characters(
