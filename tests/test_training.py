@@ -513,6 +513,48 @@ def test_tiny_recipe_learns_and_its_saved_model_serves_the_pipeline_and_fine_tun
     assert losses(finetuned["log_history"])[1] < 0.9 * first
 
 
+def test_ctc_recipe_trains_with_chunked_attention_at_a_reduced_rate(tmp_path, cache_dir, one_thread):
+    """The long-audio flags reach the model: the tiny CTC model (50 frames/s) trains with 0.5 s attention chunks and
+    2 left chunks (its clips of about a second span two or three chunks) at 25 output frames/s, the saved config has
+    these settings, and the pipeline transcribes the held-out clips as the recipe's evaluation scored them. Fine-tuning
+    it with `--model_name_or_path` changes only the options given."""
+    from transformers import AutoProcessor
+
+    from omni_encoders import OmniAudioForCTC
+    from omni_encoders.data import build_spoken_digit_strings
+
+    recipe = TINY_RECIPES["speech_recognition_ctc"]
+    module = load_recipe(recipe.script)
+    output_dir = tmp_path / "chunked"
+    results = module.main(recipe_args(
+        recipe, output_dir, cache_dir, "--attention_chunk_size", "25", "--attention_left_chunks", "2",
+        "--output_downsample_rate", "2", "--max_steps", "30", "--logging_steps", "1", "--save_strategy", "no",
+    ))  # fmt: skip
+    long_audio = ("attention_chunk_size", "attention_left_chunks", "attention_right_context", "output_downsample_rate")
+    config = json.loads((output_dir / "config.json").read_text())
+    assert [config[name] for name in long_audio] == [25, 2, 0, 2]
+    per_step = list(losses(results["log_history"]).values())
+    assert np.mean(per_step[-4:]) < 0.8 * np.mean(per_step[:4])
+    recipe.check_saved(str(output_dir), cache_dir, results)
+
+    # One output frame per two tokenizer frames (320 samples each), and the pipeline's text is the model's greedy path
+    # (after 30 steps the tiny model mostly says blank: the text may well be empty).
+    model, processor = OmniAudioForCTC.from_pretrained(output_dir).eval(), AutoProcessor.from_pretrained(output_dir)
+    clip = build_spoken_digit_strings(**TINY_STRINGS, cache_dir=cache_dir)["test"][0]["audio"]["array"]
+    with torch.no_grad():
+        logits = model(**processor(audio=clip, sampling_rate=16000, return_tensors="pt")).logits
+    assert logits.shape[1] == -(-(len(clip) // 320) // 2)
+    recognizer = pipeline("automatic-speech-recognition", model=str(output_dir), device="cpu")
+    assert recognizer({"raw": clip, "sampling_rate": 16000})["text"] == processor.batch_decode(logits.argmax(-1))[0]
+
+    module.main(recipe_args(
+        recipe, tmp_path / "finetuned", cache_dir, "--model_name_or_path", str(output_dir), "--attention_left_chunks",
+        "1", "--max_steps", "1", "--save_strategy", "no", "--do_eval", "false",
+    ))  # fmt: skip
+    config = json.loads((tmp_path / "finetuned" / "config.json").read_text())
+    assert [config[name] for name in long_audio] == [25, 1, 0, 2]
+
+
 # ------------------------------------------------------------------------------------------- checkpoint/resume
 
 
