@@ -301,6 +301,72 @@ def test_collator_masks_the_prompt_out_of_the_labels(media):
     assert batch["pixel_values_videos"].shape[:2] == (1, 4) and batch["input_values"].shape == (1, 3000)
 
 
+def transcribed_examples(media):
+    """Two speech examples: one clip with its transcript, one without (no CTC target)."""
+    return [
+        {"messages": [{"role": "user", "content": [
+            {"type": "audio", "audio": media["audio"], "transcript": "three one four"},
+            {"type": "text", "text": "transcribe"}]},
+            {"role": "assistant", "content": "three one four"}]},
+        {"messages": [{"role": "user", "content": [{"type": "audio", "audio": media["long_audio"]},
+                                                   {"type": "text", "text": "transcribe"}]},
+                      {"role": "assistant", "content": "nine"}]},
+    ]  # fmt: skip
+
+
+def test_collator_turns_audio_transcripts_into_ctc_labels(media):
+    processor = OmniProcessor.from_config(tiny_omni_config(modalities=("audio",)), tiny_omni_tokenizer())
+    batch = OmniCollator(processor)(transcribed_examples(media))
+    three_one_four = processor.tokenizer.convert_tokens_to_ids(["three", "one", "four"])
+    assert batch["audio_ctc_labels"].tolist() == [three_one_four, [-100, -100, -100]]
+    assert "audio_ctc_labels" not in OmniCollator(processor)(training_examples(media))  # no transcripts, no labels
+
+
+def test_audio_ctc_loss_is_the_head_s_ctc_over_the_transcribed_clips(media):
+    torch.manual_seed(0)
+    config = tiny_omni_config(modalities=("audio",), audio_ctc_loss_weight=0.5)
+    model = OmniForConditionalGeneration(config)
+    processor = OmniProcessor.from_config(config, tiny_omni_tokenizer())
+    batch = OmniCollator(processor)(transcribed_examples(media))
+    outputs = model(**batch)
+    without_ctc = model(**{name: value for name, value in batch.items() if name != "audio_ctc_labels"})
+    torch.testing.assert_close(outputs.loss, without_ctc.loss + 0.5 * outputs.audio_ctc_loss)
+
+    # the reference: CTC of the head over the first clip's valid frames alone, blank = the LM's padding token
+    features = model.get_audio_features(batch["input_values"], batch["audio_attention_mask"])
+    frames = int(features.token_mask[0].sum())
+    log_probs = model.audio_ctc_head(features.last_hidden_state[:1, :frames]).log_softmax(-1)
+    target = batch["audio_ctc_labels"][:1]
+    expected = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1), target, torch.tensor([frames]), torch.tensor([3]), blank=0
+    )  # reduction "mean" divides by the target length
+    torch.testing.assert_close(outputs.audio_ctc_loss, expected)
+    outputs.loss.backward()
+    assert model.audio_ctc_head.weight.grad.abs().sum() > 0
+    assert model.audio_model.waveform_tokenizer.conv_layers[0].conv.weight.grad.abs().sum() > 0
+    with torch.no_grad():  # inference never needs the head
+        assert model.generate(**processor(text=[AUDIO_PROMPT], audio=[media["audio"]], sampling_rate=16000,
+                                          return_tensors="pt"), max_new_tokens=2).shape[1] > 0
+
+
+def test_audio_ctc_settings_and_labels_are_checked(media):
+    with pytest.raises(ValueError, match="needs an audio_config"):
+        tiny_omni_config(modalities=("image",), audio_ctc_loss_weight=1.0)
+    with pytest.raises(ValueError, match="set text_config.pad_token_id"):
+        tiny_omni_config(modalities=("audio",), audio_ctc_loss_weight=1.0,
+                         text_config=tiny_text_config(pad_token_id=None))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        tiny_omni_config(modalities=("audio",), audio_ctc_loss_weight=-1.0)
+    model = OmniForConditionalGeneration(tiny_omni_config(modalities=("audio",)))
+    processor = OmniProcessor.from_config(model.config, tiny_omni_tokenizer())
+    batch = OmniCollator(processor)(transcribed_examples(media))
+    with pytest.raises(ValueError, match="trains no CTC head"):
+        model(**batch)
+    ctc_model = OmniForConditionalGeneration(tiny_omni_config(modalities=("audio",), audio_ctc_loss_weight=1.0))
+    with pytest.raises(ValueError, match="one transcript row per clip"):
+        ctc_model(**{**batch, "audio_ctc_labels": batch["audio_ctc_labels"][:1]})
+
+
 def test_trainer_lowers_the_loss(tmp_path, media):
     from torch.utils.data import Dataset
     from transformers import Trainer, TrainingArguments
@@ -482,3 +548,66 @@ def test_remote_code_without_the_package(tmp_path, model, processor, media):
     assert max_abs_diff(torch.tensor(result["logits"]), expected) < 1e-5
     assert result["generated"] == model.generate(**alone, max_new_tokens=4, do_sample=False).tolist()
     del generated
+
+
+# ------------------------------------------------------------------------------------- generation-based evaluation
+
+
+def test_generate_answers_matches_generate_and_the_trainer_scores_them(tmp_path, model, processor, media):
+    from transformers import TrainingArguments
+
+    from omni_encoders.training import OmniGenerationTrainer, generate_answers
+
+    examples = training_examples(media)
+    conversations = [example["messages"][:-1] for example in examples]
+    answers = generate_answers(model, processor, conversations, batch_size=2, max_new_tokens=3)
+    prompts = [IMAGE_PROMPT, VIDEO_PROMPT, AUDIO_PROMPT]
+    media_kwargs = [{"images": [media["image"]]}, {"videos": [media["video"]]}, {"audio": [media["audio"]]}]
+    for answer, prompt, kwargs in zip(answers, prompts, media_kwargs, strict=True):
+        single = processor(text=[prompt], sampling_rate=16000, return_tensors="pt", **kwargs)
+        expected = model.generate(**single, max_new_tokens=3, do_sample=False)[0, single["input_ids"].shape[1]:]
+        assert answer == processor.decode(expected, skip_special_tokens=True).strip()
+
+    references = [example["messages"][-1]["content"] for example in examples]
+    references = [r if isinstance(r, str) else r[0]["text"] for r in references]
+    seen = {}
+
+    def answer_metrics(task, predictions, gold):
+        seen[task] = (predictions, gold)
+        return {"matches": sum(p == g for p, g in zip(predictions, gold, strict=True))}
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to=[], use_cpu=True)
+    trainer = OmniGenerationTrainer(
+        model=model, args=args, eval_dataset={"all": examples, "first": examples[:1]}, processing_class=processor,
+        answer_metrics=answer_metrics, generation_kwargs={"max_new_tokens": 3},
+    )  # fmt: skip
+    metrics = trainer.evaluate()
+    assert seen["all"] == (answers, references) and seen["first"] == (answers[:1], references[:1])
+    assert metrics == {"eval_all_matches": sum(a == r for a, r in zip(answers, references)),
+                       "eval_first_matches": int(answers[0] == references[0]), "epoch": 0}  # as Trainer.evaluate
+    assert not model.training
+
+
+def test_chat_examples_mix_tasks_with_repeats_and_the_word_tokenizer_round_trips():
+    from datasets import Dataset
+
+    from omni_encoders.training import ChatExamples, train_word_level_tokenizer
+
+    def to_chat(row):
+        return {"messages": [{"role": "user", "content": row["q"]}, {"role": "assistant", "content": row["a"]}]}
+
+    numbers = Dataset.from_dict({"q": ["one ?", "two ?", "three ?", "four ?"], "a": ["1", "2", "3", "4"]})
+    letters = Dataset.from_dict({"q": ["a ?", "b ?"], "a": ["x", "y"]})
+    mixed = ChatExamples({"numbers": (numbers, to_chat), "letters": (letters, to_chat)}, {"numbers": 1.5, "letters": 2})
+    assert len(mixed) == 6 + 4 and mixed.task_counts() == {"numbers": 6, "letters": 4}
+    rows = [mixed[i]["messages"][0]["content"] for i in range(len(mixed))]
+    assert sorted(rows[:4]) == ["four ?", "one ?", "three ?", "two ?"] and len(set(rows[4:6])) == 2  # 1 + a half
+    assert rows[6:] == ["a ?", "b ?", "a ?", "b ?"]
+    with pytest.raises(ValueError, match="repeats must be >= 0"):
+        ChatExamples({"letters": (letters, to_chat)}, {"letters": -1})
+
+    tokenizer = train_word_level_tokenizer(["User : what digit is this ?", "seven eight"])
+    ids = tokenizer("User: <image> what digit is this ?</s>")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["User", ":", "<image>", "what", "digit", "is", "this", "?", "</s>"]
+    assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids, skip_special_tokens=True) == "User : what digit is this ?"
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<pad>"

@@ -67,6 +67,9 @@ class OmniCausalLMOutputWithPast(ModelOutput):
             The LM's, as transformers' causal LMs return them.
         aux_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Sum of the encoders' training loss terms (see [`OmniEncoderOutput`]).
+        audio_ctc_loss (`torch.FloatTensor` of shape `()`, *optional*, returned with `audio_ctc_labels`):
+            The auxiliary CTC loss of the audio clips against their transcripts (unweighted; `loss` includes it
+            × `config.audio_ctc_loss_weight`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -75,6 +78,7 @@ class OmniCausalLMOutputWithPast(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     aux_loss: torch.FloatTensor | None = None
+    audio_ctc_loss: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -133,7 +137,7 @@ _PARTS = {
     "video": ("video_model",),
     "audio": ("audio_model",),
     "speech_decoder": ("speech_decoder",),
-    "projectors": ("image_projector", "video_projector", "audio_projector", "speech_projector"),
+    "projectors": ("image_projector", "video_projector", "audio_projector", "speech_projector", "audio_ctc_head"),
 }
 
 
@@ -189,9 +193,12 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         if config.video_config is not None:
             self.video_model = OmniVideoModel(config.video_config)
             self.video_projector = OmniProjector(config.video_config.hidden_size, text_size, config)
+        self.audio_ctc_head = None
         if config.audio_config is not None:
             self.audio_model = OmniAudioModel(config.audio_config)
             self.audio_projector = OmniProjector(config.audio_config.hidden_size, text_size, config)
+            if config.audio_ctc_loss_weight > 0:
+                self.audio_ctc_head = nn.Linear(config.audio_config.hidden_size, text_config.vocab_size)
         if config.speech_decoder_config is not None:
             self.speech_decoder = OmniAudioDecoderModel(config.speech_decoder_config)
             self.speech_projector = OmniProjector(text_size, config.speech_decoder_config.hidden_size, config)
@@ -338,6 +345,7 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         input_values: torch.FloatTensor | None = None,
         audio_attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
+        audio_ctc_labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         output_attentions: bool | None = None,
@@ -366,6 +374,9 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
             labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 Targets of the next-token loss, aligned with `input_ids` (the LM shifts them); -100 is ignored (the
                 prompt, the media tokens and the padding; [`OmniCollator`] builds them).
+            audio_ctc_labels (`torch.LongTensor` of shape `(num_audios, transcript_length)`, *optional*):
+                With `config.audio_ctc_loss_weight > 0`: each clip's transcript as LM token ids, -100 after its end;
+                a row of -100 alone (a clip without a transcript) is left out of the CTC loss.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self.check_unused_kwargs(kwargs, accepted=("num_items_in_batch",))
@@ -398,9 +409,14 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
         )
         aux_losses = [output.aux_loss for output in features.values() if output.aux_loss is not None]
         aux_loss = torch.stack([loss.float() for loss in aux_losses]).sum() if aux_losses else None
+        audio_ctc_loss = None
+        if audio_ctc_labels is not None:
+            audio_ctc_loss = self.audio_ctc_loss(features.get("audio"), audio_ctc_labels)
         loss = outputs.loss
         if loss is not None and aux_loss is not None:
             loss = loss + aux_loss.to(loss.dtype)
+        if loss is not None and audio_ctc_loss is not None:
+            loss = loss + self.config.audio_ctc_loss_weight * audio_ctc_loss.to(loss.dtype)
         output = OmniCausalLMOutputWithPast(
             loss=loss,
             logits=outputs.logits,
@@ -408,8 +424,47 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             aux_loss=aux_loss,
+            audio_ctc_loss=audio_ctc_loss,
         )
         return output if return_dict else output.to_tuple()
+
+    def audio_ctc_loss(self, audio: OmniEncoderOutput | None, audio_ctc_labels: torch.LongTensor) -> torch.Tensor:
+        """The auxiliary CTC loss (see `OmniConfig.audio_ctc_loss_weight`): `audio_ctc_head` over the audio encoder's
+        tokens `audio.last_hidden_state [num_audios, frames, D]` (valid frames: `audio.token_mask`) against
+        `audio_ctc_labels [num_audios, L]` (-100 after each transcript), averaged over the clips that have a
+        transcript, each clip's loss divided by its transcript's length. Zero when no clip has one; a clip too short
+        for its transcript (CTC emits at most one token per frame, and needs a blank between repeats) adds zero
+        rather than an infinite loss."""
+        if self.audio_ctc_head is None:
+            raise ValueError(
+                "audio_ctc_labels were given but this model trains no CTC head: set OmniConfig.audio_ctc_loss_weight "
+                "> 0 (or leave the audio content items' transcripts out)."
+            )
+        if audio is None:
+            raise ValueError("audio_ctc_labels were given without audio inputs (input_values).")
+        if audio_ctc_labels.shape[0] != audio.last_hidden_state.shape[0]:
+            raise ValueError(
+                f"audio_ctc_labels has {audio_ctc_labels.shape[0]} rows for {audio.last_hidden_state.shape[0]} audio "
+                "clips: give one transcript row per clip (-100 alone for a clip without one)."
+            )
+        target_mask = audio_ctc_labels != -100
+        target_lengths = target_mask.sum(-1)
+        has_target = target_lengths > 0
+        frames = audio.token_mask.sum(-1)
+        log_probs = self.audio_ctc_head(audio.last_hidden_state).float().log_softmax(-1)
+        blank = self.config.text_config.pad_token_id
+        with torch.backends.cudnn.flags(enabled=False):  # cuDNN's CTC needs blank 0 and int32 targets on the CPU
+            losses = nn.functional.ctc_loss(
+                log_probs.transpose(0, 1),
+                audio_ctc_labels.masked_fill(~target_mask, blank),
+                frames,
+                target_lengths,
+                blank=blank,
+                reduction="none",
+                zero_infinity=True,
+            )
+        losses = losses / target_lengths.clamp(min=1)
+        return (losses * has_target).sum() / has_target.sum().clamp(min=1)
 
     @torch.no_grad()
     def generate(

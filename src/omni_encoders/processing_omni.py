@@ -11,7 +11,6 @@ from transformers import ProcessorMixin
 
 from .configuration_omni_audio import audio_frame_lengths
 
-
 # Renders `{"role": ..., "content": str | [{"type": "image" | "video" | "audio" | "text", ...}]}` messages as
 # "User: <image>What digit is this?</s>\nAssistant: seven</s>\n"; any tokenizer with an eos token works with it.
 DEFAULT_CHAT_TEMPLATE = (
@@ -134,7 +133,10 @@ class OmniProcessor(ProcessorMixin):
             )
         kwargs.setdefault("image_processor", OmniVisionImageProcessor())
         kwargs.setdefault("video_processor", OmniVideoVideoProcessor())
-        kwargs["feature_extractor"] = OmniAudioFeatureExtractor()
+        # its too-short check needs one frame of samples: the tokenizer's stride
+        kwargs["feature_extractor"] = OmniAudioFeatureExtractor(
+            samples_per_frame=kwargs.get("audio_samples_per_frame", 64)
+        )
         kwargs.update(processor_kwargs)
         return cls(tokenizer=tokenizer, chat_template=chat_template, **kwargs)
 
@@ -189,6 +191,22 @@ class OmniProcessor(ProcessorMixin):
         ]
 
 
+def media_of_messages(messages: list[dict]) -> dict[str, list]:
+    """The media of chat `messages` in transformers' format, in order: `{"image": [...], "video": [...], "audio":
+    [...]}` from the content items' `"image"`, `"video"` and `"audio"` values (e.g. a PIL image or array, a frame
+    array or video path, a 16 kHz waveform), the inputs `OmniProcessor` takes beside the rendered chat template."""
+    media = {"image": [], "video": [], "audio": []}
+    for message in messages:
+        if isinstance(message["content"], str):
+            continue
+        for item in message["content"]:
+            if item["type"] in media:
+                if item["type"] not in item:
+                    raise ValueError(f"A {item['type']!r} content item needs its data under {item['type']!r}.")
+                media[item["type"]].append(item[item["type"]])
+    return media
+
+
 class OmniCollator:
     """Batches chat examples for training [`OmniForConditionalGeneration`] with `Trainer`: the prompt (and every media
     token) is masked out of the labels, so the loss is the answer's alone.
@@ -198,6 +216,11 @@ class OmniCollator:
     `"audio"` values (a PIL image or array, a frame array or path, a 16 kHz waveform), in order. The prompt is the
     chat template of the other messages with the generation prompt; the answer's ids follow it, then the eos token.
     Sequences are padded on the right; `labels` are -100 on the prompt and the padding.
+
+    An audio content item may carry its `"transcript"` (e.g. `{"type": "audio", "audio": waveform, "transcript":
+    "three one four"}`): the batch then also holds `audio_ctc_labels [num_audios, L]`, each clip's transcript as
+    token ids (-100 after it, and a row of -100 for a clip without one), the targets of the model's auxiliary CTC loss
+    (`OmniConfig.audio_ctc_loss_weight`).
 
     Args:
         processor ([`OmniProcessor`]): the processor.
@@ -217,26 +240,24 @@ class OmniCollator:
         answer = messages[-1]["content"]
         if not isinstance(answer, str):
             answer = "".join(item["text"] for item in answer if item["type"] == "text")
-        media = {"image": [], "video": [], "audio": []}
-        for message in messages[:-1]:
-            if isinstance(message["content"], str):
-                continue
-            for item in message["content"]:
-                if item["type"] in media:
-                    if item["type"] not in item:
-                        raise ValueError(f"A {item['type']!r} content item needs its data under {item['type']!r}.")
-                    media[item["type"]].append(item[item["type"]])
-        return messages[:-1], answer, media
+        return messages[:-1], answer, media_of_messages(messages[:-1])
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         processor, tokenizer = self.processor, self.processor.tokenizer
-        prompts, answers, media = [], [], {"image": [], "video": [], "audio": []}
+        prompts, answers, media, transcripts = [], [], {"image": [], "video": [], "audio": []}, []
         for example in examples:
             messages, answer, example_media = self._split(example)
             prompts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
             answers.append(answer)
             for modality, values in example_media.items():
                 media[modality].extend(values)
+            transcripts.extend(
+                item.get("transcript")
+                for message in messages
+                if not isinstance(message["content"], str)
+                for item in message["content"]
+                if item["type"] == "audio"
+            )
         inputs = processor(
             text=prompts,
             images=media["image"] or None,
@@ -264,7 +285,8 @@ class OmniCollator:
         batch_size, length = len(examples), int(lengths.max())
         positions = torch.arange(length)[None, :]
         input_ids = torch.full((batch_size, length), pad_id, dtype=torch.long)
-        input_ids[:, : inputs["input_ids"].shape[1]] = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, pad_id)
+        prompt_ids = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, pad_id)
+        input_ids[:, : prompt_ids.shape[1]] = prompt_ids
         is_answer = (positions >= prompt_lengths[:, None]) & (positions < lengths[:, None])
         input_ids[is_answer] = answers["input_ids"][answers["attention_mask"].bool()]
         attention_mask = (positions < lengths[:, None]).long()
@@ -273,9 +295,20 @@ class OmniCollator:
         for name in ("pixel_values", "pixel_values_videos", "video_frame_mask", "input_values", "audio_attention_mask"):
             if name in inputs:
                 batch[name] = inputs[name]
+        if any(transcript is not None for transcript in transcripts):
+            batch["audio_ctc_labels"] = self._transcript_labels(transcripts)
         return batch
+
+    def _transcript_labels(self, transcripts: list[str | None]) -> torch.Tensor:
+        """`[num_audios, L]` token ids of each clip's transcript, -100 after it (a clip without one: all -100)."""
+        ids = [
+            [] if text is None else self.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+            for text in transcripts
+        ]
+        rows = [torch.tensor(token_ids, dtype=torch.long) for token_ids in ids]
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-100)
 
 
 OmniProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["DEFAULT_CHAT_TEMPLATE", "OmniCollator", "OmniProcessor"]
+__all__ = ["DEFAULT_CHAT_TEMPLATE", "OmniCollator", "OmniProcessor", "media_of_messages"]
