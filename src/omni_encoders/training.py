@@ -36,7 +36,6 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import has_length
 from transformers.utils import SAFE_WEIGHTS_NAME, ModelOutput
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -514,12 +513,190 @@ class TextToSpeechMetrics:
         }
 
 
+# ------------------------------------------------------------------------------------------------ the omni-modal LLM
+
+
+class ChatExamples(torch.utils.data.Dataset):
+    """Chat examples for [`OmniCollator`] drawn from one or several datasets: row `i` is `to_chat(dataset[j])` of its
+    task, where `to_chat(row) -> {"messages": [...]}` builds the conversation of a dataset row (media in the content
+    items, the answer last). Mixing tasks this way keeps each dataset in its own format (decoded lazily, row by row).
+
+    Args:
+        sources (`dict[str, tuple[Dataset, Callable]]`): `{task: (dataset, to_chat)}`.
+        repeats (`dict[str, float]`, *optional*): `{task: r}`: each row of the task appears `floor(r)` times, plus a
+            seeded random `r % 1` of its rows once more (default 1 for every task). The order is the sources' order;
+            `Trainer` shuffles it.
+        seed (`int`, defaults to 0): seed of those extra rows.
+    """
+
+    def __init__(self, sources: dict, repeats: dict[str, float] | None = None, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.sources = sources
+        tasks, rows = [], []
+        for task, (dataset, _) in sources.items():
+            repeat = (repeats or {}).get(task, 1.0)
+            if repeat < 0:
+                raise ValueError(f"repeats must be >= 0, got {repeat} for {task!r}.")
+            whole, extra = int(repeat), round((repeat % 1) * len(dataset))
+            task_rows = np.concatenate([np.tile(np.arange(len(dataset)), whole), rng.permutation(len(dataset))[:extra]])
+            tasks.extend([task] * len(task_rows))
+            rows.append(task_rows)
+        self.tasks = tasks
+        self.rows = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: int) -> dict:
+        dataset, to_chat = self.sources[self.tasks[index]]
+        return to_chat(dataset[int(self.rows[index])])
+
+    def task_counts(self) -> dict[str, int]:
+        """How many rows of each task the examples hold."""
+        return {task: self.tasks.count(task) for task in self.sources}
+
+
+def train_word_level_tokenizer(
+    texts: list[str], placeholders: tuple[str, ...] = ("<image>", "<video>", "<audio>")
+):
+    """A word-level tokenizer for a small language model, trained on `texts` with the `tokenizers` library: one id per
+    word or punctuation mark (split on whitespace and punctuation), plus `<pad>`, `<unk>`, the end-of-turn token
+    `</s>` and the media `placeholders` as special tokens. Pads on the left (generation); [`OmniCollator`] pads
+    training batches on the right itself. Returns a `PreTrainedTokenizerFast` (saved and loaded like any other)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special_tokens = ["<pad>", "<unk>", "</s>", *placeholders]
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=special_tokens))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="</s>",
+        additional_special_tokens=list(placeholders),
+        padding_side="left",
+    )
+
+
+def generate_answers(
+    model, processor, conversations: list[list[dict]], batch_size: int = 32, **generation_kwargs
+) -> list[str]:
+    """Answer chat `conversations` with an [`OmniForConditionalGeneration`]: each conversation (messages in
+    transformers' format, media in the content items, e.g. `{"type": "image", "image": array}`) is rendered with the
+    processor's chat template and the generation prompt, `batch_size` at a time with left padding, and the generated
+    tokens are decoded without special tokens.
+
+    `generation_kwargs` go to `model.generate` (default: greedy, `max_new_tokens=16`). Returns one stripped string per
+    conversation.
+    """
+    from .processing_omni import media_of_messages
+
+    generation_kwargs = {"do_sample": False, "max_new_tokens": 16, **generation_kwargs}
+    answers = []
+    for start in range(0, len(conversations), batch_size):
+        chats = conversations[start : start + batch_size]
+        prompts = [processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats]
+        media = {"image": [], "video": [], "audio": []}
+        for chat in chats:
+            for modality, values in media_of_messages(chat).items():
+                media[modality].extend(values)
+        inputs = processor(
+            text=prompts,
+            images=media["image"] or None,
+            videos=media["video"] or None,
+            audio=media["audio"] or None,
+            sampling_rate=processor.feature_extractor.sampling_rate,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+        ).to(model.device)
+        with torch.inference_mode():
+            generated = model.generate(**inputs, **generation_kwargs)
+        new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+        answers.extend(text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True))
+    return answers
+
+
+def _answer_text(message: dict) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(i["text"] for i in content if i["type"] == "text")
+
+
+class OmniGenerationTrainer(Trainer):
+    """`Trainer` for [`OmniForConditionalGeneration`] whose evaluation scores *generated* answers, as users will get
+    them: for each held-out example `{"messages": [..., {"role": "assistant", "content": reference}]}` the model
+    answers the messages before the last through [`generate_answers`] (greedy, KV cache), and
+    `answer_metrics(task, predictions, references) -> dict` scores the answers against the references (default: the
+    exact-match rate, `{"exact_match": ...}`).
+
+    `eval_dataset` may be a dict of tasks (`{"image": ..., "speech": ...}`): each is scored on its own and reported
+    as `eval_<task>_<metric>`. With several processes each answers its share of the examples and the answers are
+    gathered, so every process returns the same metrics.
+
+    Args:
+        answer_metrics (`Callable[[str, list[str], list[str]], dict]`, *optional*): the scoring function.
+        generation_kwargs (`dict`, *optional*): for `model.generate` (default greedy, `max_new_tokens=16`).
+        All other arguments are `Trainer`'s; `processing_class` must be the [`OmniProcessor`].
+    """
+
+    def __init__(self, *args, answer_metrics: Callable | None = None, generation_kwargs: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.answer_metrics = answer_metrics or _exact_match
+        self.generation_kwargs = dict(generation_kwargs or {})
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if dataset is None:
+            raise ValueError("OmniGenerationTrainer.evaluate needs an eval_dataset of chat examples.")
+        tasks = dataset if isinstance(dataset, dict) else {None: dataset}
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        metrics = {}
+        for task, examples in tasks.items():
+            with self.accelerator.split_between_processes(list(range(len(examples)))) as indices:
+                rows = [examples[index] for index in indices]
+                with self.autocast_smart_context_manager():
+                    predictions = generate_answers(
+                        model,
+                        self.processing_class,
+                        [row["messages"][:-1] for row in rows],
+                        batch_size=self.args.per_device_eval_batch_size,
+                        **self.generation_kwargs,
+                    )
+            predictions = self._gather(predictions)
+            references = [_answer_text(examples[index]["messages"][-1]) for index in range(len(examples))]
+            prefix = metric_key_prefix if task is None else f"{metric_key_prefix}_{task}"
+            for key, value in self.answer_metrics(task, predictions, references).items():
+                metrics[f"{prefix}_{key}"] = value
+        model.train(was_training)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _gather(self, predictions: list[str]) -> list[str]:
+        if self.accelerator.num_processes == 1:
+            return predictions
+        from accelerate.utils import gather_object
+
+        # split_between_processes gives each process a contiguous slice in rank order: concatenating restores order
+        return [answer for part in gather_object([predictions]) for answer in part]
+
+
+def _exact_match(task, predictions: list[str], references: list[str]) -> dict[str, float]:
+    return {"exact_match": float(np.mean([p == r for p, r in zip(predictions, references, strict=True)]))}
+
+
 __all__ = [
     "SPEAKER_CLASSIFIER_WEIGHTS",
     "AdditiveMarginSpeakerClassifier",
     "AudioCollator",
     "CTCCollator",
+    "ChatExamples",
     "ImageClassificationTransform",
+    "OmniGenerationTrainer",
     "SpeakerClassifierOutput",
     "SpeakerEmbeddingTrainer",
     "TextToSpeechMetrics",
@@ -528,5 +705,7 @@ __all__ = [
     "classification_metrics",
     "ctc_argmax",
     "ctc_metrics",
+    "generate_answers",
     "speaker_verification_metrics",
+    "train_word_level_tokenizer",
 ]
