@@ -63,6 +63,11 @@ class OmniConfig(PreTrainedConfig):
             Activation between the projector's layers (one of transformers' activations).
         projector_bias (`bool`, *optional*, defaults to `True`):
             Whether the projectors' linear layers have biases.
+        loss_reduction (`str`, *optional*, defaults to `"token"`):
+            How the next-token loss averages over a batch: `"token"` (as transformers' causal LMs: the mean over every
+            answer token of the batch) or `"sample"` (each example's mean over its answer tokens, then the mean over
+            the examples, so every example weighs the same whatever its answer's length). With `"token"`, tasks with
+            long answers (transcripts) drown out those with one-word answers in a mixed batch.
         audio_ctc_loss_weight (`float`, *optional*, defaults to 0.0):
             Weight of an auxiliary CTC loss on the audio encoder's tokens (joint CTC/attention training): with a
             positive weight the model gets `audio_ctc_head`, a linear map from the audio encoder's tokens to the LM's
@@ -110,6 +115,7 @@ class OmniConfig(PreTrainedConfig):
     projector_hidden_size: int | None = None
     projector_hidden_act: str = "gelu"
     projector_bias: bool = True
+    loss_reduction: str = "token"
     audio_ctc_loss_weight: float = 0.0
     tie_word_embeddings: bool | None = None
     initializer_range: float = 0.02
@@ -143,6 +149,8 @@ class OmniConfig(PreTrainedConfig):
                 f"The placeholder tokens need distinct ids, got image {self.image_token_id}, video "
                 f"{self.video_token_id}, audio {self.audio_token_id}."
             )
+        if self.loss_reduction not in ("token", "sample"):
+            raise ValueError(f'loss_reduction must be "token" or "sample", got {self.loss_reduction!r}.')
         if self.audio_ctc_loss_weight < 0:
             raise ValueError(f"audio_ctc_loss_weight must be >= 0, got {self.audio_ctc_loss_weight}.")
         if self.audio_ctc_loss_weight > 0:

@@ -58,7 +58,8 @@ class OmniCausalLMOutputWithPast(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
-            Next-token cross-entropy over the label positions (-100 ignored), plus the encoders' `aux_loss`.
+            Next-token cross-entropy over the label positions (-100 ignored; averaged as `config.loss_reduction`
+            says), plus the encoders' `aux_loss` and the weighted `audio_ctc_loss`.
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
             The LM's next-token scores (only the last `logits_to_keep` positions when set).
         cache (`transformers.Cache`, *optional*):
@@ -400,19 +401,21 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,
-            labels=labels,
+            labels=labels if self.config.loss_reduction == "token" else None,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
+        loss = outputs.loss
+        if labels is not None and self.config.loss_reduction == "sample":
+            loss = self.per_sample_loss(outputs.logits, labels)
         aux_losses = [output.aux_loss for output in features.values() if output.aux_loss is not None]
         aux_loss = torch.stack([loss.float() for loss in aux_losses]).sum() if aux_losses else None
         audio_ctc_loss = None
         if audio_ctc_labels is not None:
             audio_ctc_loss = self.audio_ctc_loss(features.get("audio"), audio_ctc_labels)
-        loss = outputs.loss
         if loss is not None and aux_loss is not None:
             loss = loss + aux_loss.to(loss.dtype)
         if loss is not None and audio_ctc_loss is not None:
@@ -427,6 +430,24 @@ class OmniForConditionalGeneration(OmniPreTrainedModel, GenerationMixin):
             audio_ctc_loss=audio_ctc_loss,
         )
         return output if return_dict else output.to_tuple()
+
+    @staticmethod
+    def per_sample_loss(logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
+        """The next-token loss with `loss_reduction="sample"`: `logits [B, L, V]` predict `labels [B, L]` shifted by
+        one (-100 ignored); each example's mean over its label tokens, averaged over the examples that have any."""
+        if logits.shape[1] != labels.shape[1]:
+            raise ValueError(
+                f"loss_reduction='sample' needs the logits of every position ({labels.shape[1]}), got "
+                f"{logits.shape[1]}: leave logits_to_keep at 0 when passing labels."
+            )
+        labels = labels[:, 1:]
+        token_losses = nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        )  # [B, L - 1]
+        counts = (labels != -100).sum(1)
+        has_labels = counts > 0
+        per_example = token_losses.sum(1) / counts.clamp(min=1)
+        return (per_example * has_labels).sum() / has_labels.sum().clamp(min=1)
 
     def audio_ctc_loss(self, audio: OmniEncoderOutput | None, audio_ctc_labels: torch.LongTensor) -> torch.Tensor:
         """The auxiliary CTC loss (see `OmniConfig.audio_ctc_loss_weight`): `audio_ctc_head` over the audio encoder's
