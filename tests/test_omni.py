@@ -367,6 +367,25 @@ def test_audio_ctc_settings_and_labels_are_checked(media):
         ctc_model(**{**batch, "audio_ctc_labels": batch["audio_ctc_labels"][:1]})
 
 
+def test_sample_loss_reduction_weighs_every_example_the_same(media):
+    torch.manual_seed(0)
+    model = OmniForConditionalGeneration(tiny_omni_config(modalities=("image", "audio"), loss_reduction="sample"))
+    processor = OmniProcessor.from_config(model.config, tiny_omni_tokenizer())
+    batch = OmniCollator(processor)([training_examples(media)[0], training_examples(media)[2]])  # 2 and 4 targets
+    outputs = model(**batch)
+    logits, labels = outputs.logits[:, :-1], batch["labels"][:, 1:]
+    per_example = [
+        torch.nn.functional.cross_entropy(logits[row][labels[row] != -100], labels[row][labels[row] != -100])
+        for row in range(2)
+    ]
+    torch.testing.assert_close(outputs.loss, (per_example[0] + per_example[1]) / 2)
+    model.config.loss_reduction = "token"  # transformers' mean over every target token of the batch
+    token_mean = torch.nn.functional.cross_entropy(logits[labels != -100], labels[labels != -100])
+    torch.testing.assert_close(model(**batch).loss, token_mean)
+    with pytest.raises(ValueError, match='loss_reduction must be "token" or "sample"'):
+        tiny_omni_config(loss_reduction="mean")
+
+
 def test_trainer_lowers_the_loss(tmp_path, media):
     from torch.utils.data import Dataset
     from transformers import Trainer, TrainingArguments
@@ -611,3 +630,26 @@ def test_chat_examples_mix_tasks_with_repeats_and_the_word_tokenizer_round_trips
     assert tokenizer.convert_ids_to_tokens(ids) == ["User", ":", "<image>", "what", "digit", "is", "this", "?", "</s>"]
     assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids, skip_special_tokens=True) == "User : what digit is this ?"
     assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<pad>"
+
+
+def test_task_grouped_sampler_gives_one_task_batches_covering_every_row():
+    from datasets import Dataset
+
+    from omni_encoders.training import ChatExamples, TaskGroupedSampler
+
+    def to_chat(row):
+        return {"messages": [{"role": "user", "content": row["q"]}, {"role": "assistant", "content": "a"}]}
+
+    tasks = {name: (Dataset.from_dict({"q": [f"{name}{i}" for i in range(size)]}), to_chat)
+             for name, size in (("image", 10), ("video", 7), ("speech", 4))}  # fmt: skip
+    examples = ChatExamples(tasks)
+    sampler = TaskGroupedSampler(examples, batch_size=4, seed=0)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 4 * (3 + 2 + 1)  # each task's last batch topped up
+    batches = [order[i : i + 4] for i in range(0, len(order), 4)]
+    assert all(len({examples.tasks[i] for i in batch}) == 1 for batch in batches)
+    assert set(order) == set(range(len(examples)))  # every row, each epoch
+    assert [examples.tasks[b[0]] for b in batches] != ["image"] * 3 + ["video"] * 2 + ["speech"]  # batches shuffled
+    assert list(TaskGroupedSampler(examples, batch_size=4, seed=0)) == order  # seeded
+    sampler.set_epoch(1)
+    assert list(sampler) != order  # a new order each epoch

@@ -135,6 +135,11 @@ TINY_MODEL_FLAGS = {
         "--patch_size", "4", "--hidden_size", "32", "--backbone_layers", "1", "--num_hidden_layers", "1",
         "--num_attention_heads", "4", "--num_experts", "2", "--num_experts_per_tok", "1",
     ],
+    "omni_llm": [
+        "--text_hidden_size", "32", "--text_layers", "1", "--vision_hidden_size", "32", "--vision_backbone_layers", "1",
+        "--vision_num_tokens", "4", "--video_hidden_size", "32", "--video_layers", "1", "--audio_hidden_size", "32",
+        "--audio_layers", "1", "--patch_size", "4", "--image_size", "16",
+    ],
 }  # fmt: skip
 
 
@@ -191,6 +196,24 @@ def _check_speaker_model(output_dir: str, cache_dir: Path, results: dict) -> Non
     assert eer == pytest.approx(results["eval_eer"], abs=1e-6)
 
 
+def _check_omni_llm(output_dir: str, cache_dir: Path, results: dict) -> None:
+    import PIL.Image
+
+    chat = pipeline("image-text-to-text", model=output_dir, device="cpu")
+    assert type(chat.model).__name__ == "OmniForConditionalGeneration"
+    held_out = build_digit_images(image_size=16, cache_dir=cache_dir)["test"].select(range(12))
+    digit_words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    answers = []
+    for image in held_out["image"]:
+        messages = [{"role": "user", "content": [{"type": "image", "image": PIL.Image.fromarray(np.asarray(image))},
+                                                 {"type": "text", "text": "what digit is this ?"}]}]  # fmt: skip
+        reply = chat(text=messages, max_new_tokens=8)
+        answers.append(reply[0]["generated_text"][-1]["content"].strip())
+    correct = [answer == digit_words[label] for answer, label in zip(answers, held_out["label"], strict=True)]
+    assert sum(correct) / len(correct) == pytest.approx(results["eval_image_exact_match"], abs=1e-9)
+    assert {"eval_video_exact_match", "eval_speech_cer", "eval_speech_exact_match"} <= set(results)
+
+
 TINY_RECIPES = {
     "image_classification": TinyRecipe(
         script="image_classification",
@@ -244,6 +267,17 @@ TINY_RECIPES = {
         ],
         metric="eval_mel_l1",
         check_saved=_check_text_to_speech,
+    ),
+    "omni_llm": TinyRecipe(
+        script="omni_llm",
+        args=[
+            *TINY_MODEL_FLAGS["omni_llm"], *(f"--{key}={value}" for key, value in TINY_VIDEO_DATA.items()),
+            *_speech_flags(TINY_STRINGS), "--max_train_samples", "16", "--max_eval_samples", "12",
+            "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--learning_rate", "3e-3",
+            "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+        ],
+        metric="eval_image_exact_match",
+        check_saved=_check_omni_llm,
     ),
     "video_classification": TinyRecipe(
         script="video_classification",
@@ -799,3 +833,40 @@ def test_tour_trains_a_spoken_digit_classifier_and_serves_it_through_the_pipelin
     assert re.search(r"true '\w+': (correct|a miss \(the classifier gets \d+% )", output)  # says which it is
     saved = tmp_path / "m" / "spoken_digits"
     assert (saved / "model.safetensors").is_file() and (saved / "preprocessor_config.json").is_file()
+
+
+def test_omni_llm_with_two_processes_follows_the_loss_curve_of_one(tmp_path, cache_dir, one_thread):
+    """The omni-modal LLM recipe under `accelerate launch` with two processes of 4 examples gives the loss curve of one
+    process of 8: the one-task batches are cut at the global batch, so both runs see the same examples at every step.
+    (Images and speech: the video MoE's load-balancing loss is computed per process, as in transformers' MoE models,
+    and so differs a little between the two.)"""
+    common = [
+        *TINY_RECIPES["omni_llm"].args, "--modalities", "image", "speech", "--max_steps", "6", "--logging_steps", "1",
+        "--save_strategy", "no", "--do_eval", "false", "--bf16", "false", "--dataset_cache_dir", str(cache_dir),
+        "--disable_tqdm", "true", "--ddp_timeout", "120", "--report_to", "none",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
+    one = load_recipe("omni_llm").main([*common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "8"])
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+        "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+        "--main_process_port", str(_free_port()), str(EXAMPLES / "omni_llm.py"),
+    ]  # fmt: skip
+    two = subprocess.run(
+        [*launch, *common, "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "4",
+         "--ddp_backend", "gloo"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    state = json.loads((tmp_path / "two" / "trainer_state.json").read_text())
+    curve_one, curve_two = losses(one["log_history"]), losses(state["log_history"])
+    # every step's loss (speech steps' with the CTC term, image steps') agrees to float-summation order
+    assert len(curve_one) == 6 and curve_two == pytest.approx(curve_one, abs=1e-4)
+    assert len(set(np.round(list(curve_one.values()), 3))) == 6  # six distinct steps, not a constant
