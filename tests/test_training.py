@@ -835,6 +835,22 @@ def test_tour_trains_a_spoken_digit_classifier_and_serves_it_through_the_pipelin
     assert (saved / "model.safetensors").is_file() and (saved / "preprocessor_config.json").is_file()
 
 
+def test_tour_trains_an_omni_llm_and_serves_it_through_the_pipeline(tmp_path, monkeypatch, capsys):
+    from omni_encoders import cli
+
+    monkeypatch.setenv("OMNI_ENCODERS_CACHE", str(tmp_path / "cache"))
+    argv = ["tour", "--steps", "train-omni", "--train-epochs", "1", "--output-dir", str(tmp_path / "m")]
+    assert cli.main(argv) == 0
+    output = capsys.readouterr().out
+    assert re.search(r"on 718 image, 1200 video, \d+ speech chats: \d+ steps", output)
+    assert re.search(r"exact match: image [\d.]+ \(360\), video [\d.]+ \(100\), speech [\d.]+ \(\d+\)", output)
+    for question in ("what digit is this ?", "which way does it move ?", "transcribe"):
+        assert re.search(rf"'{re.escape(question)}' -> '[\w ]*' \(true '\w+': (correct|a miss)\)", output)
+    assert "pipeline('image-text-to-text') on the held-out image: '" in output
+    saved = tmp_path / "m" / "omni_llm"
+    assert (saved / "model.safetensors").is_file() and (saved / "tokenizer.json").is_file()
+
+
 def test_omni_llm_with_two_processes_follows_the_loss_curve_of_one(tmp_path, cache_dir, one_thread):
     """The omni-modal LLM recipe under `accelerate launch` with two processes of 4 examples gives the loss curve of one
     process of 8: the one-task batches are cut at the global batch, so both runs see the same examples at every step.

@@ -4,6 +4,7 @@
     omni-encoders                  # the whole tour (same as `omni-encoders tour`)
     omni-encoders tour --steps vision
     omni-encoders tour --steps train-vision --output-dir digits-classifier
+    omni-encoders tour --steps train-omni      # a small omni-modal LLM: images, videos and speech in, text out
     omni-encoders encode-image photo.jpg --size full
 """
 
@@ -351,6 +352,31 @@ def tour_tts(args: argparse.Namespace) -> None:
         raise SystemExit("the audio decoder produced non-finite audio")
 
 
+def tour_training_arguments(output_dir: str, epochs: float, learning_rate: float, seed: int, bf16: bool):
+    """The tour's `TrainingArguments`: AdamW with cosine decay after a 5 % warm-up, weight decay 0.05, batch 32, ten
+    loss logs per run, no checkpoints, the raw dataset columns kept for the transform or collator."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=learning_rate,
+        weight_decay=0.05,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,  # the transform or collator needs the raw columns (image/audio and label)
+        logging_steps=0.1,  # ten times per run
+        save_strategy="no",
+        disable_tqdm=True,
+        log_level="warning",
+        seed=seed,
+    )
+
+
 def train_small_classifier(
     model, processing_class, train_dataset, eval_dataset, output_dir: str, epochs: float, learning_rate: float,
     seed: int, data_collator=None,
@@ -360,28 +386,11 @@ def train_small_classifier(
     kept for the transform or collator; evaluates with accuracy and saves the model and its processor to `output_dir`.
     Returns the held-out metrics, the training losses logged (ten per run), the training time, the steps and the
     parameter count."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer
 
     from .training import classification_metrics
 
-    args = TrainingArguments(
-        output_dir=output_dir,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=64,
-        learning_rate=learning_rate,
-        weight_decay=0.05,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        bf16=use_bf16_mixed_precision(),  # autocast only where the hardware runs bfloat16 natively
-        use_cpu=not torch.cuda.is_available(),
-        remove_unused_columns=False,  # the transform or collator needs the raw columns (image/audio and label)
-        logging_steps=0.1,  # ten times per run
-        save_strategy="no",
-        disable_tqdm=True,
-        log_level="warning",
-        seed=seed,
-    )
+    args = tour_training_arguments(output_dir, epochs, learning_rate, seed, bf16=use_bf16_mixed_precision())
     trainer = Trainer(
         model=model,
         args=args,
@@ -584,6 +593,167 @@ def tour_train_audio(args: argparse.Namespace) -> None:
             print(f"saved to {output_dir}: pipeline('audio-classification', model={output_dir!r})")
 
 
+OMNI_QUESTIONS = {"image": "what digit is this ?", "video": "which way does it move ?", "speech": "transcribe"}
+
+
+def omni_chat(task: str, media, answer: str) -> dict:
+    """A chat example of the tour's omni-modal LLM: the user's media and question, the assistant's answer (a spoken
+    clip also carries its transcript, the target of the auxiliary CTC loss)."""
+    item = {"type": "audio", "audio": media, "transcript": answer} if task == "speech" else {"type": task, task: media}
+    return {"messages": [
+        {"role": "user", "content": [item, {"type": "text", "text": OMNI_QUESTIONS[task]}]},
+        {"role": "assistant", "content": answer},
+    ]}  # fmt: skip
+
+
+def train_omni_llm(output_dir: str, epochs: float = 7.5, learning_rate: float = 7e-4, seed: int = 42) -> dict:
+    """Train a small omni-modal LLM from scratch with `Trainer`: a 2-layer Llama with a word-level tokenizer trained
+    here, a small image encoder, video encoder and audio encoder, on digit images ("what digit is this ?" -> "seven"),
+    moving-digit videos ("which way does it move ?" -> "left") and single spoken digits of 20 voices ("transcribe" ->
+    "three"), one task per batch, with the audio encoder's auxiliary CTC loss; evaluate by generating the answers
+    to held-out examples (spoken digits of 4 voices it never heard) and save model + processor to `output_dir`.
+
+    The pieces of `examples/omni_llm.py` (which trains on spoken digit *strings* and reaches its targets in about
+    11 minutes) at a budget of two minutes. Returns the held-out exact-match rates, the training losses logged,
+    the training time, the steps, the parameter count and the held-out chats.
+    """
+    from transformers import LlamaConfig, PrinterCallback, set_seed
+
+    from . import OmniAudioConfig, OmniCollator, OmniConfig, OmniForConditionalGeneration, OmniProcessor
+    from . import OmniVideoConfig, OmniVisionConfig
+    from .data import DIGIT_WORDS, DIRECTIONS, build_digit_images, build_moving_digit_videos, build_spoken_digits
+    from .data import read_video
+    from .training import ChatExamples, OmniGenerationTrainer, train_word_level_tokenizer
+
+    images = build_digit_images(image_size=32)
+    videos = build_moving_digit_videos(num_videos=400, num_frames=9, frame_size=32)
+    speech = build_spoken_digits(num_voices=24, repeats=2)
+    for split in speech.values():
+        split.set_format("numpy", columns=["audio"], output_all_columns=True)
+    frames = {split: [read_video(path) for path in videos[split]["video"]] for split in videos}  # decoded once
+
+    def image_chat(row):
+        return omni_chat("image", row["image"], DIGIT_WORDS[row["label"]])
+
+    def speech_chat(row):
+        return omni_chat("speech", row["audio"]["array"], DIGIT_WORDS[row["label"]])
+
+    def video_source(split):
+        def video_chat(index):
+            return omni_chat("video", frames[split][index], DIRECTIONS[videos[split][index]["label"]])
+
+        return range(len(frames[split])), video_chat
+
+    train = {"image": (images["train"], image_chat), "video": video_source("train"),
+             "speech": (speech["train"], speech_chat)}  # fmt: skip
+    held_out = {"image": (images["test"], image_chat), "video": video_source("test"),
+                "speech": (speech["test"], speech_chat)}  # fmt: skip
+    tokenizer = train_word_level_tokenizer(
+        ["User : Assistant :", *OMNI_QUESTIONS.values(), " ".join(DIGIT_WORDS), " ".join(DIRECTIONS)]
+    )
+    set_seed(seed)
+
+    def siglip(layers: int) -> dict:
+        return {"model_type": "siglip_vision_model", "hidden_size": 64, "intermediate_size": 256,
+                "num_hidden_layers": layers, "num_attention_heads": 4, "image_size": 32, "patch_size": 8}  # fmt: skip
+
+    config = OmniConfig(
+        text_config=LlamaConfig(
+            hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None, tie_word_embeddings=True, initializer_range=0.12, max_position_embeddings=256,
+        ),
+        vision_config=OmniVisionConfig(backbone_config=siglip(2), num_hidden_layers=1, num_attention_heads=4,
+                                       num_tokens=8, initializer_range=0.08),
+        video_config=OmniVideoConfig(
+            vision_config={"backbone_config": siglip(1), "num_hidden_layers": 0, "num_attention_heads": 4},
+            num_hidden_layers=2, num_attention_heads=4, moe_intermediate_size=128, compressor_intermediate_size=128,
+            num_tokens_per_frame=1, num_frames=9, initializer_range=0.08,
+        ),
+        audio_config=OmniAudioConfig(
+            tokenizer_channels=[16, 64, 64, 64, 64], tokenizer_kernel_sizes=[20, 8, 4, 4, 4],
+            tokenizer_strides=[10, 4, 4, 2, 2], tokenizer_norm_groups=8,  # 640 samples (40 ms) per frame
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, kv_lora_rank=32,
+            qk_rope_head_dim=8, intermediate_size=256, conv_kernel_size=15, hidden_dropout=0.0,
+            output_downsample_rate=4, use_speaker_encoder=False,  # 6.25 tokens/s for the LM; no speaker vectors
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        audio_token_id=tokenizer.convert_tokens_to_ids("<audio>"),
+        initializer_range=0.08, loss_reduction="sample", audio_ctc_loss_weight=1.0,
+    )  # fmt: skip
+    model = OmniForConditionalGeneration(config)
+    processor = OmniProcessor.from_config(config, tokenizer)
+    # at this size autocast's casts cost more than bf16 matmuls save (see examples/omni_llm.py): float32 everywhere
+    args = tour_training_arguments(output_dir, epochs, learning_rate, seed, bf16=False)
+    trainer = OmniGenerationTrainer(
+        model=model,
+        args=args,
+        # the images are learnt first: the videos and clips get more of each epoch
+        train_dataset=ChatExamples(train, {"image": 0.5, "video": 4.0, "speech": 3.0}, seed=seed),
+        eval_dataset={task: ChatExamples({task: source}) for task, source in held_out.items()},
+        data_collator=OmniCollator(processor),
+        processing_class=processor,
+        generation_kwargs={"max_new_tokens": 4},
+        group_by_task=True,
+    )
+    trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    trainer.save_model()
+    return {
+        **trainer.evaluate(),
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        "train_seconds": train_seconds,
+        "steps": trainer.state.global_step,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "held_out": trainer.eval_dataset,
+        "num_train": trainer.train_dataset.task_counts(),
+    }
+
+
+def tour_train_omni(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from transformers import pipeline
+
+    from . import OmniForConditionalGeneration, OmniProcessor
+    from .training import generate_answers
+
+    _banner("Training a small omni-modal LLM (image, video and speech in; text out)")
+    with _one_thread_without_progress_bars(), tempfile.TemporaryDirectory() as scratch:
+        output_dir = os.path.join(args.output_dir, "omni_llm") if args.output_dir else scratch
+        report = train_omni_llm(output_dir, epochs=args.train_epochs / 2)
+        counts = ", ".join(f"{count} {task}" for task, count in report["num_train"].items())
+        print(f"trained {report['parameters'] / 1e6:.2f} M parameters from scratch (LM + 3 encoders + projectors) on "
+              f"{counts} chats: {report['steps']} steps in {report['train_seconds']:.0f} s")  # fmt: skip
+        print("training loss: " + " -> ".join(f"{loss:.2f}" for loss in report["losses"]))
+        held_out = report["held_out"]
+        scores = ", ".join(
+            f"{task} {report[f'eval_{task}_exact_match']:.3f} ({len(held_out[task])})" for task in held_out
+        )
+        print(f"generated answers on held-out chats (spoken digits of unseen voices), exact match: {scores}")
+
+        # Load it back like any transformers model and ask it about one held-out example of each task.
+        model = OmniForConditionalGeneration.from_pretrained(output_dir).eval()
+        processor = OmniProcessor.from_pretrained(output_dir)
+        examples = [held_out[task][0] for task in held_out]
+        answers = generate_answers(model, processor, [example["messages"][:-1] for example in examples], max_new_tokens=4)
+        for task, example, answer in zip(held_out, examples, answers, strict=True):
+            truth = example["messages"][-1]["content"]
+            print(f"  {task}: {OMNI_QUESTIONS[task]!r} -> {answer!r} (true {truth!r}: "
+                  f"{'correct' if answer == truth else 'a miss'})")  # fmt: skip
+        image_chat = held_out["image"][0]["messages"][:-1]
+        reply = pipeline("image-text-to-text", model=output_dir, device="cpu", trust_remote_code=False)(
+            text=image_chat, max_new_tokens=4
+        )
+        print(f"pipeline('image-text-to-text') on the held-out image: "
+              f"{reply[0]['generated_text'][-1]['content'].strip()!r}")  # fmt: skip
+        if args.output_dir:
+            print(f"saved to {output_dir}: pipeline('image-text-to-text', model={output_dir!r})")
+
+
 TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
     "vision": tour_vision,
     "video": tour_video,
@@ -591,6 +761,7 @@ TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
     "tts": tour_tts,
     "train-vision": tour_train_vision,
     "train-audio": tour_train_audio,
+    "train-omni": tour_train_omni,
 }
 
 
@@ -618,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     tour.add_argument(
         "--train-epochs", type=_positive_float, default=15,
-        help="epochs of train-vision; train-audio runs twice as many on its smaller dataset",
+        help="epochs of train-vision; train-audio runs twice as many on its smaller dataset, train-omni half as many",
     )  # fmt: skip
     tour.add_argument("--output-dir", help="keep the models of the train-* steps here (default: a temporary folder)")
 
