@@ -377,6 +377,25 @@ def tour_training_arguments(output_dir: str, epochs: float, learning_rate: float
     )
 
 
+def train_and_report(trainer) -> dict:
+    """Train, save the model and its processor, evaluate; the tour prints its own summary from what this returns: the
+    held-out metrics, the training losses logged, the training time, the steps and the parameter count."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    trainer.save_model()
+    return {
+        **trainer.evaluate(),
+        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+        "train_seconds": train_seconds,
+        "steps": trainer.state.global_step,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }
+
+
 def train_small_classifier(
     model, processing_class, train_dataset, eval_dataset, output_dir: str, epochs: float, learning_rate: float,
     seed: int, data_collator=None,
@@ -386,7 +405,7 @@ def train_small_classifier(
     kept for the transform or collator; evaluates with accuracy and saves the model and its processor to `output_dir`.
     Returns the held-out metrics, the training losses logged (ten per run), the training time, the steps and the
     parameter count."""
-    from transformers import PrinterCallback, Trainer
+    from transformers import Trainer
 
     from .training import classification_metrics
 
@@ -400,18 +419,7 @@ def train_small_classifier(
         processing_class=processing_class,
         compute_metrics=classification_metrics("accuracy"),
     )
-    trainer.remove_callback(PrinterCallback)  # the tour prints its own summary
-    start = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - start
-    trainer.save_model()
-    return {
-        **trainer.evaluate(),
-        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
-        "train_seconds": train_seconds,
-        "steps": trainer.state.global_step,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
+    return train_and_report(trainer)
 
 
 def train_digit_classifier(output_dir: str, epochs: float = 15, seed: int = 42) -> dict:
@@ -617,7 +625,7 @@ def train_omni_llm(output_dir: str, epochs: float = 7.5, learning_rate: float = 
     11 minutes) at a budget of two minutes. Returns the held-out exact-match rates, the training losses logged,
     the training time, the steps, the parameter count and the held-out chats.
     """
-    from transformers import LlamaConfig, PrinterCallback, set_seed
+    from transformers import LlamaConfig, set_seed
 
     from . import OmniAudioConfig, OmniCollator, OmniConfig, OmniForConditionalGeneration, OmniProcessor
     from . import OmniVideoConfig, OmniVisionConfig
@@ -697,17 +705,8 @@ def train_omni_llm(output_dir: str, epochs: float = 7.5, learning_rate: float = 
         generation_kwargs={"max_new_tokens": 4},
         group_by_task=True,
     )
-    trainer.remove_callback(PrinterCallback)
-    start = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - start
-    trainer.save_model()
     return {
-        **trainer.evaluate(),
-        "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
-        "train_seconds": train_seconds,
-        "steps": trainer.state.global_step,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **train_and_report(trainer),
         "held_out": trainer.eval_dataset,
         "num_train": trainer.train_dataset.task_counts(),
     }
