@@ -191,6 +191,21 @@ class OmniProcessor(ProcessorMixin):
         ]
 
 
+def process_prompts(processor, prompts: list[str], media: dict[str, list], padding_side: str):
+    """`processor(...)` on a batch of chat prompts and their media (`{"image": [...], "video": [...], "audio":
+    [...]}`, in the order the prompts' placeholders come), padded on `padding_side`, as PyTorch tensors."""
+    return processor(
+        text=prompts,
+        images=media["image"] or None,
+        videos=media["video"] or None,
+        audio=media["audio"] or None,
+        sampling_rate=processor.feature_extractor.sampling_rate,
+        padding=True,
+        padding_side=padding_side,
+        return_tensors="pt",
+    )
+
+
 def media_of_messages(messages: list[dict]) -> dict[str, list]:
     """The media of chat `messages` in transformers' format, in order: `{"image": [...], "video": [...], "audio":
     [...]}` from the content items' `"image"`, `"video"` and `"audio"` values (e.g. a PIL image or array, a frame
@@ -258,16 +273,7 @@ class OmniCollator:
                 for item in message["content"]
                 if item["type"] == "audio"
             )
-        inputs = processor(
-            text=prompts,
-            images=media["image"] or None,
-            videos=media["video"] or None,
-            audio=media["audio"] or None,
-            sampling_rate=processor.feature_extractor.sampling_rate,
-            padding=True,
-            padding_side="right",
-            return_tensors="pt",
-        )
+        inputs = process_prompts(processor, prompts, media, padding_side="right")
         answers = tokenizer(
             [" " + answer + tokenizer.eos_token for answer in answers],
             add_special_tokens=False,

@@ -646,7 +646,7 @@ def generate_answers(
     `generation_kwargs` go to `model.generate` (default: greedy, `max_new_tokens=16`). Returns one stripped string per
     conversation.
     """
-    from .processing_omni import media_of_messages
+    from .processing_omni import media_of_messages, process_prompts
 
     generation_kwargs = {"do_sample": False, "max_new_tokens": 16, **generation_kwargs}
     answers = []
@@ -657,16 +657,7 @@ def generate_answers(
         for chat in chats:
             for modality, values in media_of_messages(chat).items():
                 media[modality].extend(values)
-        inputs = processor(
-            text=prompts,
-            images=media["image"] or None,
-            videos=media["video"] or None,
-            audio=media["audio"] or None,
-            sampling_rate=processor.feature_extractor.sampling_rate,
-            padding=True,
-            padding_side="left",
-            return_tensors="pt",
-        ).to(model.device)
+        inputs = process_prompts(processor, prompts, media, padding_side="left").to(model.device)
         with torch.inference_mode():
             generated = model.generate(**inputs, **generation_kwargs)
         new_tokens = generated[:, inputs["input_ids"].shape[1] :]
