@@ -54,8 +54,8 @@ import torch
 from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerModel
 
 from harness import (
-    DTYPES, Case, add_common_arguments, compare, describe, load_average, measure_one_call, rss_peak_mb, setup, sizes,
-    write_json,
+    DTYPES, Case, add_common_arguments, compare, count_flops, describe, load_average, measure_one_call, rss_peak_mb,
+    setup, sizes, write_json,
 )  # fmt: skip
 from omni_encoders import OmniAudioConfig, OmniAudioModel
 from omni_encoders.modeling_omni_audio import OmniAudioStreamState
@@ -78,6 +78,9 @@ DEFAULT_CHUNK_SIZE = 250
 DEFAULT_SECONDS = {"compare": 10.0, "long": 60.0, "stream": 60.0}
 # `--part long` times a length again while its calls take less than this in all (at most `--repeat` calls).
 LONG_REPEAT_BUDGET_MS = 60_000
+# `--part compare` counts the FLOPs of each model (one more call) at lengths up to this (a peer's full attention at
+# 10 min would take hours).
+FLOP_COUNT_MAX_SECONDS = 120.0
 DEFAULT_LONG_SWEEP = [600.0]
 
 
@@ -187,15 +190,33 @@ def run(args: argparse.Namespace) -> list[dict]:
         waveforms = torch.randn(args.batch_size, samples, dtype=DTYPES[args.dtype], device=args.device)
         audio_seconds = args.batch_size * seconds
         frames = samples // config.inputs_to_logits_ratio
-        cases = [Case("OmniAudioModel", lambda: ours(waveforms), audio_seconds, f"{frames} frames")]
+        cases = [Case("OmniAudioModel", lambda waveforms=waveforms: ours(waveforms), audio_seconds, f"{frames} frames")]
         for name, peer in peers.items():
             cases.append(Case(
-                f"Wav2Vec2ConformerModel ({name})", lambda peer=peer: peer(waveforms), audio_seconds,
-                f"{frames_of(peer, samples)} frames",
+                f"Wav2Vec2ConformerModel ({name})", lambda peer=peer, waveforms=waveforms: peer(waveforms),
+                audio_seconds, f"{frames_of(peer, samples)} frames",
             ))
-        rows += compare(f"{seconds:g} s of 16 kHz audio, batch {args.batch_size}", cases, args,
-                        unit="audio s/s")
+        table = compare(f"{seconds:g} s of 16 kHz audio, batch {args.batch_size}", cases, args, unit="audio s/s")
+        if seconds <= FLOP_COUNT_MAX_SECONDS:
+            print_flops(table, cases, [ours, *peers.values()])
+        rows += table
     return rows
+
+
+def print_flops(table: list[dict], cases: list[Case], models: list[torch.nn.Module]) -> None:
+    """Count the FLOPs of one call of each case (one more call each), add them to its row (`gflop`, `tflops`
+    achieved, `flop_ratio` ours / peer) and print them: how much of a time ratio is the work itself and how much the
+    speed at which it runs."""
+    flops = [count_flops(case.fn, model) for case, model in zip(cases, models)]
+    parts = []
+    for row, case, count in zip(table, cases, flops):
+        row["gflop"] = round(count / 1e9, 2)
+        row["tflops"] = round(count / (row["latency_ms"] / 1000) / 1e12, 3)
+        if count is not flops[0]:
+            row["flop_ratio"] = round(flops[0] / count, 3)
+        parts.append(f"{case.name}: {row['gflop']:.1f} GFLOP at {row['tflops']:.2f} TFLOP/s")
+    ratios = ", ".join(f"{row['flop_ratio']:.2f}" for row in table[1:])
+    print(f"FLOPs per call: {'; '.join(parts)} (FLOPs ours / peer: {ratios})")
 
 
 # ----------------------------------------------------------------------------------------------------- long audio

@@ -31,6 +31,7 @@ from omni_encoders import (
     audio_frame_lengths,
 )
 from omni_encoders.hardware import flex_attention_cpu_problem
+from omni_encoders.modeling_omni_audio import OmniMaskedGroupNorm
 from omni_encoders.modeling_omni_common import OmniLatentCache
 
 
@@ -244,6 +245,41 @@ def test_tokenizer_reads_every_sample(kernel_sizes, strides):
             changed[0, sample] += 10
             assert features.shape[1] == 640 // math.prod(strides)
             assert max_abs_diff(model(changed).last_hidden_state, features) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tokenizer_group_norm_statistics(dtype):
+    """Each mode against its definition: clip statistics per (item, group) over the valid steps, per-frame statistics
+    per (item, group, step) over the group's channels; the affine is per channel."""
+    norm = OmniMaskedGroupNorm(4, 16, per_frame=False)
+    frame_norm = OmniMaskedGroupNorm(4, 16, per_frame=True)
+    generator = torch.Generator().manual_seed(0)
+    norm.weight.data = torch.randn(16, generator=generator)
+    norm.bias.data = torch.randn(16, generator=generator)
+    frame_norm.load_state_dict(norm.state_dict())
+    norm.to(dtype), frame_norm.to(dtype)
+    hidden = (3 * torch.randn(2, 16, 40, generator=generator) + 1).to(dtype)
+    weight, bias = norm.weight.float()[:, None], norm.bias.float()[:, None]
+    tolerance = 1e-5 if dtype == torch.float32 else 0.1
+
+    def normalise(groups, dims):
+        mean = groups.mean(dim=dims, keepdim=True)
+        variance = groups.var(dim=dims, unbiased=False, keepdim=True)
+        return ((groups - mean) / torch.sqrt(variance + 1e-5)).reshape(-1, 16, groups.shape[-1]) * weight + bias
+
+    groups = hidden.float().reshape(2, 4, 4, 40)
+    assert max_abs_diff(norm(hidden), normalise(groups, (2, 3))) < tolerance
+    assert max_abs_diff(frame_norm(hidden), normalise(groups, 2)) < tolerance
+    # A mask: the statistics of item 1 come from its 25 valid steps alone (what it gives without padding).
+    mask = torch.ones(2, 1, 40, dtype=dtype)
+    mask[1, :, 25:] = 0
+    masked = norm(hidden * mask, mask)
+    assert max_abs_diff(masked[1, :, :25], norm(hidden[1:, :, :25])[0]) < tolerance
+    assert max_abs_diff(masked[0], norm(hidden[:1])[0]) < tolerance
+    # Per frame, a step's output does not depend on any other step.
+    changed = hidden.clone()
+    changed[:, :, 10] += 5
+    assert torch.equal(frame_norm(changed)[..., 11:], frame_norm(hidden)[..., 11:])
 
 
 def test_speaker_encoder_embeds_a_reference_alone():

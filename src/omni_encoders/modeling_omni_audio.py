@@ -32,6 +32,7 @@ from .modeling_omni_common import (
     OmniMLP,
     OmniPreTrainedModel,
     OmniRotaryEmbedding,
+    activation,
     lengths_to_mask,
     returns_attention_weights,
     right_padding_lengths,
@@ -205,19 +206,24 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
         self.per_frame = per_frame
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None and not self.per_frame:
+            # torch's fused kernel (float32 statistics for every input dtype): one pass where the steps below take
+            # several, which counts on the tokenizer's first layers (32 channels x 8000 steps per second of audio).
+            return nn.functional.group_norm(hidden_states, self.num_groups, self.weight, self.bias, self.eps)
         batch, channels, length = hidden_states.shape
-        grouped = hidden_states.float().reshape(batch, self.num_groups, -1, length)
         if self.per_frame:
-            mean = grouped.mean(dim=2, keepdim=True)
-            variance = grouped.var(dim=2, unbiased=False, keepdim=True)
-        elif mask is None:
-            mean = grouped.mean(dim=(2, 3), keepdim=True)
-            variance = grouped.var(dim=(2, 3), unbiased=False, keepdim=True)
-        else:
-            weights = mask.float().reshape(batch, 1, 1, length)
-            count = weights.sum(dim=-1, keepdim=True).clamp(min=1) * grouped.shape[2]
-            mean = (grouped * weights).sum(dim=(2, 3), keepdim=True) / count
-            variance = ((grouped - mean).square() * weights).sum(dim=(2, 3), keepdim=True) / count
+            # A LayerNorm over each group's channels at every step, on a `[B, T, groups, C / groups]` copy: one fused
+            # pass (float32 statistics), several times faster than reducing over the channels of `[B, C, T]`.
+            rows = hidden_states.transpose(1, 2).reshape(batch, length, self.num_groups, -1)
+            normed = nn.functional.layer_norm(rows, rows.shape[-1:], eps=self.eps).reshape(batch, length, channels)
+            if self.affine:
+                normed = torch.addcmul(self.bias, normed, self.weight)
+            return normed.transpose(1, 2)  # [B, C, T] in the channels-last layout, which the next layers take as is
+        grouped = hidden_states.float().reshape(batch, self.num_groups, -1, length)
+        weights = mask.float().reshape(batch, 1, 1, length)
+        count = weights.sum(dim=-1, keepdim=True).clamp(min=1) * grouped.shape[2]
+        mean = (grouped * weights).sum(dim=(2, 3), keepdim=True) / count
+        variance = ((grouped - mean).square() * weights).sum(dim=(2, 3), keepdim=True) / count
         normed = ((grouped - mean) * torch.rsqrt(variance + self.eps)).reshape(batch, channels, length)
         normed = normed.to(hidden_states.dtype)
         if self.affine:
@@ -260,7 +266,7 @@ class OmniAudioConvLayer(nn.Module):
         self.padding = (left, kernel_size - stride - left)
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride)
         self.norm = OmniMaskedGroupNorm(num_groups, out_channels, eps=eps, per_frame=norm_per_frame)
-        self.activation = nn.SiLU()
+        self.activation = activation("silu", owner=self, producer="norm")
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """`hidden_states [B, C_in, L]` (zero beyond each item's length), `mask [B, 1, L // stride]` of the output."""
@@ -468,7 +474,7 @@ class OmniAudioConvModule(nn.Module):
             groups=hidden_size,
         )
         self.norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        self.activation = nn.SiLU()
+        self.activation = activation("silu", owner=self, producer="norm")
         self.pointwise_conv2 = nn.Conv1d(hidden_size, hidden_size, kernel_size=1)
 
     def forward(
