@@ -23,12 +23,13 @@ kernels 10,8,3,3,3,3; the spec's default is 64x): the same audio then gives ours
 count, and the matched-tokenizer peer is left out (it would be the native frame rate again).
 
 `--part long` measures our model alone with chunked attention (`--chunk-size`, 250 frames = 1 s by default, and
-`--left-chunks`) offline, on `--seconds` (default 60) and then each `--sweep` length (default 600) of audio: one
-timed call per length after a warm-up on a few seconds, its peak memory measured in that call (as `--one-call`),
-lengths whose call is short timed again (the median of up to `--repeat` calls within about a minute). It
-prints time(longest) / time(shortest), wall and CPU time, against the linear ratio (10 for 1 min -> 10 min), and
-the CPU time of the longest call: the long-audio targets of issue 18 (10 minutes of audio in under 5 minutes of CPU
-time on 2 cores, time(10 min) / time(1 min) <= 11).
+`--left-chunks`) offline, on `--seconds` (default 60) and then each `--sweep` length (default 600) of audio, after a
+warm-up on a few seconds: `--repeat` rounds (default 3) of one call per length, in order, the first round's calls also
+measuring their peak memory (as `--one-call`). It prints the median times and time(longest) / time(shortest), wall
+and CPU time, as the median of the rounds' ratios (the two calls of a round run back to back, at the same speed of a
+shared host, whose speed drifts by tens of percent within minutes), against the linear ratio (10 for 1 min -> 10
+min), and the CPU time of the longest call: the long-audio targets of issue 18 (10 minutes of audio in under 5
+minutes of CPU time on 2 cores, time(10 min) / time(1 min) <= 11).
 
 `--part stream` feeds `--seconds` (default 60) of audio to `OmniAudioModel.encode_stream` in pieces of each
 `--piece-ms` (default: 100 ms and one attention chunk), as fast as the model takes them, with the streaming
@@ -54,8 +55,8 @@ import torch
 from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerModel
 
 from harness import (
-    DTYPES, Case, add_common_arguments, compare, count_flops, describe, load_average, measure_one_call, rss_peak_mb,
-    setup, sizes, write_json,
+    DTYPES, Case, add_common_arguments, compare, count_flops, describe, load_average, measure_one_call, paired_ratio,
+    rss_peak_mb, setup, sizes, write_json,
 )  # fmt: skip
 from omni_encoders import OmniAudioConfig, OmniAudioModel
 from omni_encoders.modeling_omni_audio import OmniAudioStreamState
@@ -76,8 +77,6 @@ SMALL = {
 DEFAULT_CHUNK_SIZE = 250
 # `--seconds` when not given, and the default `--sweep` of `--part long` (1 min -> 10 min).
 DEFAULT_SECONDS = {"compare": 10.0, "long": 60.0, "stream": 60.0}
-# `--part long` times a length again while its calls take less than this in all (at most `--repeat` calls).
-LONG_REPEAT_BUDGET_MS = 60_000
 # `--part compare` counts the FLOPs of each model (one more call) at lengths up to this (a peer's full attention at
 # 10 min would take hours).
 FLOP_COUNT_MAX_SECONDS = 120.0
@@ -240,57 +239,65 @@ def run_long(args: argparse.Namespace) -> list[dict]:
                 ours(warmup)
 
     load_before = load_average()
+    inputs = {
+        seconds: torch.randn(args.batch_size, int(seconds * SAMPLING_RATE), dtype=dtype, device=args.device)
+        for seconds in durations
+    }
+    # Rounds: each times every length once, in order. The first round's calls also measure the peak memory; the time
+    # ratios are taken within a round (its calls run back to back, at the same speed of the host) and their median
+    # counts, since a shared host's speed drifts by tens of percent within minutes.
+    measurements = {}
+    for round_index in range(args.repeat):
+        for seconds, waveforms in inputs.items():
+            case = Case("OmniAudioModel", lambda waveforms=waveforms: ours(waveforms), 1.0)
+            if round_index == 0:
+                measurements[seconds] = measure_one_call(case, args)
+                continue
+            with torch.inference_mode():
+                start, cpu_start = time.perf_counter(), time.process_time()
+                case.fn()
+                measurements[seconds].times_ms.append(round((time.perf_counter() - start) * 1000, 2))
+                measurements[seconds].cpu_times_ms.append(round((time.process_time() - cpu_start) * 1000, 2))
+        print(f"(round {round_index + 1} of {args.repeat} done)", flush=True)
+
     rows = []
     print(f"\n## {title}")
     print("| audio | frames | wall (s) | CPU time (s) | RTF (wall, CPU) | peak memory (MiB) | RSS peak (MiB) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for seconds in durations:
-        samples = int(seconds * SAMPLING_RATE)
-        waveforms = torch.randn(args.batch_size, samples, dtype=dtype, device=args.device)
-        frames = samples // config.inputs_to_logits_ratio
+    first = measurements[durations[0]]
+    for seconds, measurement in measurements.items():
+        frames = inputs[seconds].shape[1] // config.inputs_to_logits_ratio
         audio_seconds = args.batch_size * seconds
-        case = Case("OmniAudioModel", lambda waveforms=waveforms: ours(waveforms), audio_seconds, f"{frames} frames")
-        measurement = measure_one_call(case, args)
-        # One call's time varies by several percent; a short length is timed again, up to `--repeat` calls in about
-        # a minute, and the medians count (the memory peaks are the first call's).
-        extra_calls = min(args.repeat - 1, int(LONG_REPEAT_BUDGET_MS // measurement.latency_ms))
-        with torch.inference_mode():
-            for _ in range(extra_calls):
-                start, cpu_start = time.perf_counter(), time.process_time()
-                case.fn()
-                measurement.times_ms.append(round((time.perf_counter() - start) * 1000, 2))
-                measurement.cpu_times_ms.append(round((time.process_time() - cpu_start) * 1000, 2))
-        measurement.latency_ms = statistics.median(measurement.times_ms)
-        wall_s, cpu_s = measurement.latency_ms / 1000, measurement.cpu_ms / 1000
+        wall_ms, cpu_ms = statistics.median(measurement.times_ms), statistics.median(measurement.cpu_times_ms)
         row = {
             "table": title, "name": "OmniAudioModel", "seconds": seconds, "frames": frames,
             "chunk_size": config.attention_chunk_size, "left_chunks": config.attention_left_chunks,
-            "right_context": config.attention_right_context, "latency_ms": measurement.latency_ms,
-            "cpu_ms": measurement.cpu_ms, "rtf": round(wall_s / audio_seconds, 4),
-            "rtf_cpu": round(cpu_s / audio_seconds, 4), "peak_mb": measurement.peak_mb,
-            "rss_peak_mb": measurement.rss_peak_mb, "calls": len(measurement.times_ms),
+            "right_context": config.attention_right_context, "latency_ms": wall_ms, "cpu_ms": cpu_ms,
+            "times_ms": measurement.times_ms, "cpu_times_ms": measurement.cpu_times_ms,
+            "rtf": round(wall_ms / 1000 / audio_seconds, 4), "rtf_cpu": round(cpu_ms / 1000 / audio_seconds, 4),
+            "peak_mb": measurement.peak_mb, "rss_peak_mb": measurement.rss_peak_mb, "calls": len(measurement.times_ms),
         }  # fmt: skip
         if rows:
-            row["time_ratio_to_first"] = round(measurement.latency_ms / rows[0]["latency_ms"], 3)
-            row["cpu_time_ratio_to_first"] = round(measurement.cpu_ms / rows[0]["cpu_ms"], 3)
+            row["time_ratio_to_first"] = round(paired_ratio(measurement.times_ms, first.times_ms), 3)
+            row["cpu_time_ratio_to_first"] = round(paired_ratio(measurement.cpu_times_ms, first.cpu_times_ms), 3)
         rows.append(row)
         print(
-            f"| {seconds:g} s | {frames} | {wall_s:.1f} | {cpu_s:.1f} | {row['rtf']:.3f}, {row['rtf_cpu']:.3f} | "
-            f"{measurement.peak_mb:.0f} | {measurement.rss_peak_mb:.0f} |",
-            flush=True,
+            f"| {seconds:g} s | {frames} | {wall_ms / 1000:.1f} | {cpu_ms / 1000:.1f} | {row['rtf']:.3f}, "
+            f"{row['rtf_cpu']:.3f} | {measurement.peak_mb:.0f} | {measurement.rss_peak_mb:.0f} |"
         )
-    calls = ", ".join(f"{row['seconds']:g} s: {row['calls']}" for row in rows)
-    print(f"(load before/after: {load_before} / {load_average()}; median of the calls per length ({calls}) after "
-          f"{args.warmup} warm-up call(s) on {3 * (config.attention_chunk_size or 250)} frames)")  # fmt: skip
+    print(f"(load before/after: {load_before} / {load_average()}; median of {args.repeat} round(s) of one call per "
+          f"length after {args.warmup} warm-up call(s) on {3 * (config.attention_chunk_size or 250)} frames; per-call "
+          "times in the JSON output)")  # fmt: skip
     for row in rows:
         row["load"] = f"{load_before} -> {load_average()}"
     if len(rows) > 1:
-        first, last = rows[0], rows[-1]
-        linear = last["seconds"] / first["seconds"]
+        first_row, last = rows[0], rows[-1]
+        linear = last["seconds"] / first_row["seconds"]
+        pairs = ", ".join(f"{long / short:.2f}" for long, short in zip(last["times_ms"], first_row["times_ms"]))
         print(
-            f"time({last['seconds']:g} s) / time({first['seconds']:g} s): wall {last['time_ratio_to_first']:.2f}, "
-            f"CPU {last['cpu_time_ratio_to_first']:.2f} (linear: {linear:.2f}; issue 18 target for 1 min -> 10 min: "
-            "<= 11)"
+            f"time({last['seconds']:g} s) / time({first_row['seconds']:g} s), median of the rounds' ratios ({pairs}): "
+            f"wall {last['time_ratio_to_first']:.2f}, CPU {last['cpu_time_ratio_to_first']:.2f} (linear: "
+            f"{linear:.2f}; issue 18 target for 1 min -> 10 min: <= 11)"
         )
     last = rows[-1]
     cpu_s, wall_s = last["cpu_ms"] / 1000, last["latency_ms"] / 1000

@@ -977,6 +977,36 @@ def test_chunked_attention_never_scores_the_whole_clip(monkeypatch):
     assert shapes == [((625, 4, 4, 8), (625, 2, 14, 8), (625, 1, 4, 14))] * 2
 
 
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_chunked_attention_in_groups_of_chunks_equals_one_call(monkeypatch, implementation):
+    """A long clip is attended a group of chunks at a time (each expanding and gathering only the keys it reads): the
+    frames, the attention weights and the gradients are those of one call on all chunks, for groups that do or do not
+    divide the chunks, with padding and look-ahead."""
+    from omni_encoders.modeling_omni_common import OmniChunkedAttention
+
+    torch.manual_seed(0)
+    config = chunked_config(attn_implementation=implementation, attention_right_context=2)
+    model = OmniAudioModel(config).eval()
+    x, mask, _ = padded_batch([3000, 1700])  # 46 and 26 frames: 12 chunks of 4
+
+    def run(group_frames):
+        monkeypatch.setattr(OmniChunkedAttention, "group_frames", group_frames)
+        model.zero_grad()
+        out = model(x, mask, output_attentions=implementation == "eager")
+        (out.last_hidden_state * mask_weights).sum().backward()
+        return out, model.conformer_blocks[0].attn.q_proj.weight.grad.clone()
+
+    mask_weights = torch.randn(2, 46, 32)
+    whole, whole_grad = run(10_000)
+    for group_frames in (4, 12, 20):  # groups of 1, 3 and 5 chunks
+        grouped, grouped_grad = run(group_frames)
+        assert max_abs_diff(grouped.last_hidden_state, whole.last_hidden_state) < 1e-5, group_frames
+        assert max_abs_diff(grouped_grad, whole_grad) < 1e-4, group_frames
+        if implementation == "eager":
+            assert grouped.attentions[0].shape == (2, 12, 4, 4, 14)
+            assert max_abs_diff(grouped.attentions[1], whole.attentions[1]) < 1e-5
+
+
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_chunked_attention_and_reduced_rate_are_padding_invariant(mode):
     torch.manual_seed(0)

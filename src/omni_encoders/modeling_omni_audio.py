@@ -34,6 +34,7 @@ from .modeling_omni_common import (
     OmniRotaryEmbedding,
     activation,
     lengths_to_mask,
+    map_frame_chunks,
     returns_attention_weights,
     right_padding_lengths,
 )
@@ -493,13 +494,7 @@ class OmniAudioConvModule(nn.Module):
         With a `stream_state` (causal convolution only), the depthwise convolution reads the last `kernel - 1` input
         frames of layer `layer_idx`'s previous piece from it instead of zeros, and stores this piece's.
         """
-        hidden_states = self.layer_norm(hidden_states)
-        hidden_states = nn.functional.linear(
-            hidden_states, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias
-        )
-        hidden_states = nn.functional.glu(hidden_states, dim=-1)
-        if frame_mask is not None:
-            hidden_states = hidden_states * frame_mask
+        hidden_states = map_frame_chunks(self._gated_pointwise, hidden_states, frame_mask)
         conv = self.depthwise_conv
         padding = conv.padding[0]
         if self.causal:
@@ -517,6 +512,19 @@ class OmniAudioConvModule(nn.Module):
             groups=conv.groups,
         )
         hidden_states = hidden_states.squeeze(2).transpose(1, 2)  # [B, T, D], contiguous
+        return map_frame_chunks(self._output_pointwise, hidden_states)
+
+    def _gated_pointwise(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        """LayerNorm -> pointwise conv to `2 D` -> GLU -> padded frames zeroed (frame-wise)."""
+        hidden_states = self.layer_norm(hidden_states)
+        hidden_states = nn.functional.linear(
+            hidden_states, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias
+        )
+        hidden_states = nn.functional.glu(hidden_states, dim=-1)
+        return hidden_states if frame_mask is None else hidden_states * frame_mask
+
+    def _output_pointwise(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """LayerNorm -> SiLU -> pointwise conv (frame-wise)."""
         hidden_states = self.activation(self.norm(hidden_states))
         return nn.functional.linear(hidden_states, self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
 
@@ -577,7 +585,7 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
             `(hidden_states [B, T, D], attention weights [B, H, T, T] (chunked: [B, num_chunks, H, C, window]) or
             None)`.
         """
-        hidden_states = hidden_states + 0.5 * self.dropout(self.ff1(self.ff1_norm(hidden_states)))
+        hidden_states = map_frame_chunks(self._first_feed_forward, hidden_states)
         attn_output, attn_weights = self.attn(
             self.attn_norm(hidden_states),
             position_embeddings,
@@ -589,11 +597,18 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
         hidden_states = hidden_states + self.dropout(
             self.conv(hidden_states, frame_mask, stream_state=stream_state, layer_idx=self.layer_idx)
         )
+        return map_frame_chunks(self._second_feed_forward, hidden_states, frame_mask), attn_weights
+
+    # The frame-wise steps of the block, run a chunk of frames at a time on long inputs without autograd
+    # (`map_frame_chunks`): their buffers then stay small and in cache.
+
+    def _first_feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states + 0.5 * self.dropout(self.ff1(self.ff1_norm(hidden_states)))
+
+    def _second_feed_forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
         hidden_states = hidden_states + 0.5 * self.dropout(self.ff2(self.ff2_norm(hidden_states)))
         hidden_states = self.final_norm(hidden_states)
-        if frame_mask is not None:
-            hidden_states = hidden_states * frame_mask
-        return hidden_states, attn_weights
+        return hidden_states if frame_mask is None else hidden_states * frame_mask
 
 
 # --------------------------------------------------------------------------------------------------------------------

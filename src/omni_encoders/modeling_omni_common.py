@@ -21,8 +21,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -342,6 +343,11 @@ class OmniChunkedAttention:
     memory, never `O(T^2)`; any attention implementation runs it. Window positions before the sequence start, beyond
     its end or beyond an item's valid length are masked out.
 
+    A long sequence is attended in groups of consecutive chunks ([`OmniChunkedAttention.groups`], about
+    `group_frames` queries each): a group's keys and values are expanded and gathered into windows on their own, so
+    these buffers stay a few MiB however long the audio (one call on the whole of 10 minutes would allocate and fill
+    gigabytes of windows per layer), and the memory of one group is reused by the next.
+
     Build it once per forward with [`OmniChunkedAttention.build`] and hand it to every layer; positions (e.g. rotary
     embeddings) are applied before chunking, so they stay absolute.
 
@@ -360,9 +366,33 @@ class OmniChunkedAttention:
     attention_mask: torch.Tensor | None
     key_mask: torch.Tensor
 
+    # Queries attended in one call (rounded to whole chunks, at least one): see `groups`.
+    group_frames: ClassVar[int] = 4096
+
     @property
     def window(self) -> int:
         return (self.left_chunks + 1) * self.chunk_size + self.right_context
+
+    def groups(self) -> list[tuple[int, int]]:
+        """The ranges `(first, end)` of consecutive chunks attended in one call each: about `group_frames` queries,
+        or all chunks at once when the mask cannot be sliced (flex attention's `BlockMask`)."""
+        if self.attention_mask is not None and not isinstance(self.attention_mask, torch.Tensor):
+            return [(0, self.num_chunks)]
+        step = max(1, self.group_frames // self.chunk_size)
+        return [(first, min(first + step, self.num_chunks)) for first in range(0, self.num_chunks, step)]
+
+    def key_span(self, first: int, end: int, length: int) -> tuple[int, int]:
+        """The tokens `[start, stop)` of a `length`-token sequence that the windows of chunks `first .. end - 1`
+        read (the window positions outside the sequence are padding)."""
+        start = max(0, (first - self.left_chunks) * self.chunk_size)
+        return start, min(length, end * self.chunk_size + self.right_context)
+
+    def group_mask(self, first: int, end: int) -> torch.Tensor | None:
+        """The attention mask of chunks `first .. end - 1`, `[B * (end - first), ...]`."""
+        mask = self.attention_mask
+        if mask is None or (first, end) == (0, self.num_chunks):
+            return mask
+        return mask.unflatten(0, (-1, self.num_chunks))[:, first:end].flatten(0, 1)
 
     @classmethod
     def build(
@@ -402,27 +432,29 @@ class OmniChunkedAttention:
         )
         return cls(chunk_size, left_chunks, right_context, num_chunks, attention_mask, key_mask)
 
-    def chunk_queries(self, query: torch.Tensor) -> torch.Tensor:
-        """`[B, H, T, d]` -> `[B * num_chunks, H, chunk_size, d]` (zero-padded to whole chunks)."""
-        batch, heads, length, dim = query.shape
-        query = nn.functional.pad(query, (0, 0, 0, self.num_chunks * self.chunk_size - length))
-        query = query.view(batch, heads, self.num_chunks, self.chunk_size, dim).transpose(1, 2)
-        return query.reshape(batch * self.num_chunks, heads, self.chunk_size, dim)
+    def chunk_queries(self, query: torch.Tensor, first: int = 0, end: int | None = None) -> torch.Tensor:
+        """`[B, H, T, d]` -> the queries of chunks `first .. end - 1` (default: all), `[B * n, H, chunk_size, d]`
+        (zero-padded to whole chunks)."""
+        end = self.num_chunks if end is None else end
+        batch, heads, _, dim = query.shape
+        query = query[:, :, first * self.chunk_size : end * self.chunk_size]
+        query = nn.functional.pad(query, (0, 0, 0, (end - first) * self.chunk_size - query.shape[2]))
+        query = query.view(batch, heads, end - first, self.chunk_size, dim).transpose(1, 2)
+        return query.reshape(batch * (end - first), heads, self.chunk_size, dim)
 
-    def gather_windows(self, states: torch.Tensor) -> torch.Tensor:
-        """Keys or values `[B, KVH, T, d]` -> each chunk's window `[B * num_chunks, KVH, window, d]`."""
+    def gather_windows(
+        self, states: torch.Tensor, first: int = 0, end: int | None = None, start: int = 0
+    ) -> torch.Tensor:
+        """Keys or values of the tokens from `start` on, `[B, KVH, L, d]` (default: the whole sequence; for a group,
+        its `key_span`) -> the windows of chunks `first .. end - 1`, `[B * n, KVH, window, d]`."""
+        end = self.num_chunks if end is None else end
         batch, heads, length, dim = states.shape
-        left = self.left_chunks * self.chunk_size
-        right = self.num_chunks * self.chunk_size + self.right_context - length
+        left = start - (first - self.left_chunks) * self.chunk_size
+        right = end * self.chunk_size + self.right_context - (start + length)
         states = nn.functional.pad(states, (0, 0, left, right))
-        windows = states.unfold(2, self.window, self.chunk_size)  # [B, KVH, num_chunks, d, window]
+        windows = states.unfold(2, self.window, self.chunk_size)  # [B, KVH, n, d, window]
         windows = windows.permute(0, 2, 1, 4, 3)
-        return windows.reshape(batch * self.num_chunks, heads, self.window, dim)
-
-    def merge_chunks(self, output: torch.Tensor, length: int) -> torch.Tensor:
-        """Attention output `[B * num_chunks, chunk_size, ...]` -> `[B, length, ...]`."""
-        output = output.reshape(-1, self.num_chunks * self.chunk_size, *output.shape[2:])
-        return output[:, :length]
+        return windows.reshape(batch * (end - first), heads, self.window, dim)
 
 
 class OmniLatentCache:
@@ -569,23 +601,30 @@ class OmniLatentAttention(nn.Module):
         latent, rope_key = self.compress(hidden_states, position_embeddings)
         if cache is not None:
             latent, rope_key = cache.update(latent, rope_key, self.layer_idx)
-        key, value = self.expand(latent, rope_key)
 
         if chunked_attention is None:
+            key, value = self.expand(latent, rope_key)
             attn_output, attn_weights = dispatch_attention(self, query, key, value, attention_mask, **kwargs)
             return self.o_proj(attn_output), attn_weights
-        chunks = chunked_attention
-        attn_output, attn_weights = dispatch_attention(
-            self,
-            chunks.chunk_queries(query),
-            chunks.gather_windows(key),
-            chunks.gather_windows(value),
-            chunks.attention_mask,
-            **kwargs,
-        )
-        if attn_weights is not None:  # [B * num_chunks, H, C, window] -> [B, num_chunks, H, C, window]
-            attn_weights = attn_weights.unflatten(0, (-1, chunks.num_chunks))
-        return self.o_proj(chunks.merge_chunks(attn_output, hidden_states.shape[1])), attn_weights
+        chunks, outputs, weights = chunked_attention, [], []
+        for first, end in chunks.groups():  # each group of chunks expands and gathers only the keys it reads
+            start, stop = chunks.key_span(first, end, latent.shape[1])
+            key, value = self.expand(latent[:, start:stop], rope_key[:, start:stop])
+            output, weight = dispatch_attention(
+                self,
+                chunks.chunk_queries(query, first, end),
+                chunks.gather_windows(key, first, end, start),
+                chunks.gather_windows(value, first, end, start),
+                chunks.group_mask(first, end),
+                **kwargs,
+            )
+            outputs.append(output.unflatten(0, (-1, end - first)))  # [B, n, C, H * dv]
+            if weight is not None:
+                weights.append(weight.unflatten(0, (-1, end - first)))  # [B, n, H, C, window]
+        attn_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        attn_output = attn_output.flatten(1, 2)[:, : hidden_states.shape[1]]
+        attn_weights = (weights[0] if len(weights) == 1 else torch.cat(weights, dim=1)) if weights else None
+        return self.o_proj(attn_output), attn_weights
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -641,26 +680,51 @@ def activation(name: str, owner: nn.Module | None = None, producer: str | None =
     return OmniActivation(name, owner, producer) if name in OmniActivation.IN_PLACE else ACT2FN[name]
 
 
+def map_frame_chunks(
+    fn: Callable[..., torch.Tensor],
+    hidden_states: torch.Tensor,
+    *others: torch.Tensor | None,
+    chunk_tokens: int = 2048,
+) -> torch.Tensor:
+    """`fn(hidden_states, *others)` for a frame-wise `fn` (output frame `t` depends on frame `t` of the inputs alone)
+    on `[B, T, ...]` tensors (`others` may hold None), computed about `chunk_tokens` tokens at a time when autograd is
+    off (as transformers' `apply_chunking_to_forward`).
+
+    Only the output is allocated at full length: the buffers between the steps of `fn` (norms, projections,
+    activations, residual sums) stay the size of one chunk, in cache and reused from chunk to chunk, where on a whole
+    long input each would be a fresh allocation of hundreds of MiB whose pages the kernel must map and zero, and which
+    falls out of cache between two steps. Chunks of thousands of tokens keep the matrix products as efficient. With
+    autograd (the activations are kept for the backward anyway), with `chunk_tokens=0` or for an input of one chunk,
+    `fn` runs once on the whole.
+    """
+    batch, length = hidden_states.shape[:2]
+    frames = max(1, chunk_tokens // batch)
+    if not chunk_tokens or torch.is_grad_enabled() or length <= frames:
+        return fn(hidden_states, *others)
+    output = None
+    for start in range(0, length, frames):
+        window = slice(start, start + frames)
+        chunk = fn(hidden_states[:, window], *(other if other is None else other[:, window] for other in others))
+        if output is None:
+            output = chunk.new_empty(batch, length, *chunk.shape[2:])
+        output[:, window] = chunk
+    return output
+
+
 class OmniFeedForward(nn.Module):
     """Base of the feed-forward layers: `[..., D] -> [..., D]`, token-wise.
 
-    Without autograd, inputs of more than `inference_chunk_tokens` tokens run in chunks of that many tokens (as
-    transformers' `apply_chunking_to_forward`), so the `[tokens, intermediate_size]` buffers stay bounded: they would
-    otherwise be the peak memory of a whole video forward pass. Chunks of thousands of tokens keep the matrix products
-    as efficient. With autograd the activations are kept for the backward anyway, and the layer runs in one piece.
-    Set `inference_chunk_tokens = 0` to always run in one piece.
+    Without autograd, inputs of more than `inference_chunk_tokens` tokens run in chunks of that many tokens
+    ([`map_frame_chunks`]), so the `[tokens, intermediate_size]` buffers stay bounded: they would otherwise be the peak
+    memory of a whole video forward pass. With autograd the layer runs in one piece. Set `inference_chunk_tokens = 0`
+    to always run in one piece.
     """
 
     inference_chunk_tokens = 2048
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        chunk_tokens = self.inference_chunk_tokens
-        if not chunk_tokens or torch.is_grad_enabled() or hidden_states.shape[:-1].numel() <= chunk_tokens:
-            return self.feed_forward(hidden_states)
-        tokens = hidden_states.reshape(-1, hidden_states.shape[-1])
-        output = tokens.new_empty(tokens.shape)
-        for chunk, output_chunk in zip(tokens.split(chunk_tokens), output.split(chunk_tokens)):
-            output_chunk.copy_(self.feed_forward(chunk))
+        tokens = hidden_states.reshape(1, -1, hidden_states.shape[-1])
+        output = map_frame_chunks(self.feed_forward, tokens, chunk_tokens=self.inference_chunk_tokens)
         return output.view(hidden_states.shape)
 
     def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
