@@ -24,12 +24,13 @@ count, and the matched-tokenizer peer is left out (it would be the native frame 
 
 `--part long` measures our model alone with chunked attention (`--chunk-size`, 250 frames = 1 s by default, and
 `--left-chunks`) offline, on `--seconds` (default 60) and then each `--sweep` length (default 600) of audio, after a
-warm-up on a few seconds: `--repeat` rounds (default 3) of one call per length, in order, the first round's calls also
-measuring their peak memory (as `--one-call`). It prints the median times and time(longest) / time(shortest), wall
-and CPU time, as the median of the rounds' ratios (the two calls of a round run back to back, at the same speed of a
-shared host, whose speed drifts by tens of percent within minutes), against the linear ratio (10 for 1 min -> 10
-min), and the CPU time of the longest call: the long-audio targets of issue 18 (10 minutes of audio in under 5
-minutes of CPU time on 2 cores, time(10 min) / time(1 min) <= 11).
+warm-up on a few seconds: `--repeat` rounds (default 3) of one call per length, in order, and a last call on the
+first length; the first round's calls also measure their peak memory (as `--one-call`). It prints the median times
+and time(longest) / time(shortest), wall and CPU time, as the median over the rounds of the longest call's time over
+the mean of the two shortest-length calls that bracket it (a shared host's speed drifts by tens of percent within
+minutes), against the linear ratio (10 for 1 min -> 10 min), and the CPU time of the longest call: the long-audio
+targets of issue 18 (10 minutes of audio in under 5 minutes of CPU time on 2 cores, time(10 min) / time(1 min) <=
+11).
 
 `--part stream` feeds `--seconds` (default 60) of audio to `OmniAudioModel.encode_stream` in pieces of each
 `--piece-ms` (default: 100 ms and one attention chunk), as fast as the model takes them, with the streaming
@@ -55,8 +56,8 @@ import torch
 from transformers import Wav2Vec2ConformerConfig, Wav2Vec2ConformerModel
 
 from harness import (
-    DTYPES, Case, add_common_arguments, compare, count_flops, describe, load_average, measure_one_call, paired_ratio,
-    rss_peak_mb, setup, sizes, write_json,
+    DTYPES, Case, add_common_arguments, compare, count_flops, describe, load_average, measure_one_call, rss_peak_mb,
+    setup, sizes, write_json,
 )  # fmt: skip
 from omni_encoders import OmniAudioConfig, OmniAudioModel
 from omni_encoders.modeling_omni_audio import OmniAudioStreamState
@@ -243,22 +244,24 @@ def run_long(args: argparse.Namespace) -> list[dict]:
         seconds: torch.randn(args.batch_size, int(seconds * SAMPLING_RATE), dtype=dtype, device=args.device)
         for seconds in durations
     }
-    # Rounds: each times every length once, in order. The first round's calls also measure the peak memory; the time
-    # ratios are taken within a round (its calls run back to back, at the same speed of the host) and their median
-    # counts, since a shared host's speed drifts by tens of percent within minutes.
+    # Rounds: each times every length once, in order, and one more call on the first length closes the last round. The
+    # first round's calls also measure the peak memory. A shared host's speed drifts by tens of percent within
+    # minutes, so a longer length's call is compared with the mean of the first length's calls just before and just
+    # after it (the calls that bracket it), and the median of the rounds' ratios counts.
     measurements = {}
-    for round_index in range(args.repeat):
-        for seconds, waveforms in inputs.items():
-            case = Case("OmniAudioModel", lambda waveforms=waveforms: ours(waveforms), 1.0)
-            if round_index == 0:
-                measurements[seconds] = measure_one_call(case, args)
-                continue
-            with torch.inference_mode():
-                start, cpu_start = time.perf_counter(), time.process_time()
-                case.fn()
-                measurements[seconds].times_ms.append(round((time.perf_counter() - start) * 1000, 2))
-                measurements[seconds].cpu_times_ms.append(round((time.process_time() - cpu_start) * 1000, 2))
-        print(f"(round {round_index + 1} of {args.repeat} done)", flush=True)
+    calls = [(round_index, seconds) for round_index in range(args.repeat) for seconds in durations]
+    for round_index, seconds in [*calls, (args.repeat, durations[0])]:
+        case = Case("OmniAudioModel", lambda waveforms=inputs[seconds]: ours(waveforms), 1.0)
+        if round_index == 0:
+            measurements[seconds] = measure_one_call(case, args)
+            continue
+        with torch.inference_mode():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            case.fn()
+            measurements[seconds].times_ms.append(round((time.perf_counter() - start) * 1000, 2))
+            measurements[seconds].cpu_times_ms.append(round((time.process_time() - cpu_start) * 1000, 2))
+        if seconds == durations[-1]:
+            print(f"(round {round_index + 1} of {args.repeat} done)", flush=True)
 
     rows = []
     print(f"\n## {title}")
@@ -278,8 +281,11 @@ def run_long(args: argparse.Namespace) -> list[dict]:
             "peak_mb": measurement.peak_mb, "rss_peak_mb": measurement.rss_peak_mb, "calls": len(measurement.times_ms),
         }  # fmt: skip
         if rows:
-            row["time_ratio_to_first"] = round(paired_ratio(measurement.times_ms, first.times_ms), 3)
-            row["cpu_time_ratio_to_first"] = round(paired_ratio(measurement.cpu_times_ms, first.cpu_times_ms), 3)
+            row["time_ratios_to_first"] = bracketed_ratios(measurement.times_ms, first.times_ms)
+            row["time_ratio_to_first"] = statistics.median(row["time_ratios_to_first"])
+            row["cpu_time_ratio_to_first"] = statistics.median(
+                bracketed_ratios(measurement.cpu_times_ms, first.cpu_times_ms)
+            )
         rows.append(row)
         print(
             f"| {seconds:g} s | {frames} | {wall_ms / 1000:.1f} | {cpu_ms / 1000:.1f} | {row['rtf']:.3f}, "
@@ -293,9 +299,10 @@ def run_long(args: argparse.Namespace) -> list[dict]:
     if len(rows) > 1:
         first_row, last = rows[0], rows[-1]
         linear = last["seconds"] / first_row["seconds"]
-        pairs = ", ".join(f"{long / short:.2f}" for long, short in zip(last["times_ms"], first_row["times_ms"]))
+        pairs = ", ".join(f"{ratio:.2f}" for ratio in last["time_ratios_to_first"])
         print(
-            f"time({last['seconds']:g} s) / time({first_row['seconds']:g} s), median of the rounds' ratios ({pairs}): "
+            f"time({last['seconds']:g} s) / time({first_row['seconds']:g} s), median of the rounds' ratios to the "
+            f"bracketing calls ({pairs}): "
             f"wall {last['time_ratio_to_first']:.2f}, CPU {last['cpu_time_ratio_to_first']:.2f} (linear: "
             f"{linear:.2f}; issue 18 target for 1 min -> 10 min: <= 11)"
         )
@@ -307,6 +314,15 @@ def run_long(args: argparse.Namespace) -> list[dict]:
     )
     write_json(rows, args)
     return rows
+
+
+def bracketed_ratios(times: list[float], reference_times: list[float]) -> list[float]:
+    """Round `i`'s `times[i]` over the mean of `reference_times[i]` and `reference_times[i + 1]`, the reference calls
+    made just before and just after it (`--part long`'s rounds)."""
+    return [
+        round(value / ((before + after) / 2), 3)
+        for value, before, after in zip(times, reference_times, reference_times[1:])
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------ streaming

@@ -31,7 +31,7 @@ from omni_encoders import (
     audio_frame_lengths,
 )
 from omni_encoders.hardware import flex_attention_cpu_problem
-from omni_encoders.modeling_omni_audio import OmniMaskedGroupNorm
+from omni_encoders.modeling_omni_audio import OmniFrameMajorConv1d, OmniMaskedGroupNorm
 from omni_encoders.modeling_omni_common import OmniLatentCache
 
 
@@ -249,8 +249,9 @@ def test_tokenizer_reads_every_sample(kernel_sizes, strides):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tokenizer_group_norm_statistics(dtype):
-    """Each mode against its definition: clip statistics per (item, group) over the valid steps, per-frame statistics
-    per (item, group, step) over the group's channels; the affine is per channel."""
+    """Each mode against its definition, on frame-major `[B, T, C]` features: clip statistics per (item, group) over
+    the valid steps, per-frame statistics per (item, group, step) over the group's channels; the affine is per
+    channel."""
     norm = OmniMaskedGroupNorm(4, 16, per_frame=False)
     frame_norm = OmniMaskedGroupNorm(4, 16, per_frame=True)
     generator = torch.Generator().manual_seed(0)
@@ -258,28 +259,44 @@ def test_tokenizer_group_norm_statistics(dtype):
     norm.bias.data = torch.randn(16, generator=generator)
     frame_norm.load_state_dict(norm.state_dict())
     norm.to(dtype), frame_norm.to(dtype)
-    hidden = (3 * torch.randn(2, 16, 40, generator=generator) + 1).to(dtype)
-    weight, bias = norm.weight.float()[:, None], norm.bias.float()[:, None]
+    hidden = (3 * torch.randn(2, 40, 16, generator=generator) + 1).to(dtype)
+    weight, bias = norm.weight.float(), norm.bias.float()
     tolerance = 1e-5 if dtype == torch.float32 else 0.1
 
     def normalise(groups, dims):
         mean = groups.mean(dim=dims, keepdim=True)
         variance = groups.var(dim=dims, unbiased=False, keepdim=True)
-        return ((groups - mean) / torch.sqrt(variance + 1e-5)).reshape(-1, 16, groups.shape[-1]) * weight + bias
+        return ((groups - mean) / torch.sqrt(variance + 1e-5)).reshape(-1, groups.shape[1], 16) * weight + bias
 
-    groups = hidden.float().reshape(2, 4, 4, 40)
-    assert max_abs_diff(norm(hidden), normalise(groups, (2, 3))) < tolerance
-    assert max_abs_diff(frame_norm(hidden), normalise(groups, 2)) < tolerance
+    groups = hidden.float().reshape(2, 40, 4, 4)  # [B, T, groups, channels per group]
+    assert max_abs_diff(norm(hidden), normalise(groups, (1, 3))) < tolerance
+    assert max_abs_diff(frame_norm(hidden), normalise(groups, 3)) < tolerance
     # A mask: the statistics of item 1 come from its 25 valid steps alone (what it gives without padding).
-    mask = torch.ones(2, 1, 40, dtype=dtype)
-    mask[1, :, 25:] = 0
+    mask = torch.ones(2, 40, 1, dtype=dtype)
+    mask[1, 25:] = 0
     masked = norm(hidden * mask, mask)
-    assert max_abs_diff(masked[1, :, :25], norm(hidden[1:, :, :25])[0]) < tolerance
+    assert max_abs_diff(masked[1, :25], norm(hidden[1:, :25])[0]) < tolerance
     assert max_abs_diff(masked[0], norm(hidden[:1])[0]) < tolerance
     # Per frame, a step's output does not depend on any other step.
     changed = hidden.clone()
-    changed[:, :, 10] += 5
-    assert torch.equal(frame_norm(changed)[..., 11:], frame_norm(hidden)[..., 11:])
+    changed[:, 10] += 5
+    assert torch.equal(frame_norm(changed)[:, 11:], frame_norm(hidden)[:, 11:])
+
+
+def test_frame_major_convolution_is_conv1d():
+    """The tokenizer's convolution on `[B, L, C]` gives `nn.Conv1d`'s output on `[B, C, L]`, transposed, and runs the
+    module's hooks (`get_input_embeddings` is the first of them)."""
+    conv = OmniFrameMajorConv1d(3, 8, kernel_size=5, stride=2)
+    reference = torch.nn.Conv1d(3, 8, kernel_size=5, stride=2)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, 41)
+    assert max_abs_diff(conv(x.transpose(1, 2)), reference(x).transpose(1, 2)) < 1e-6
+    model = OmniAudioModel(tiny_audio_config())
+    assert isinstance(model.get_input_embeddings(), OmniFrameMajorConv1d)
+    seen = []
+    model.get_input_embeddings().register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    model(torch.randn(1, 640))
+    assert seen == [(1, 320, model.config.tokenizer_channels[0])]
 
 
 def test_speaker_encoder_embeds_a_reference_alone():

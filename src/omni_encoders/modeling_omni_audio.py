@@ -151,10 +151,10 @@ def pool_frames(
 class OmniAudioStreamState:
     """What [`OmniAudioModel.encode_stream`] keeps between audio pieces (one stream, batch size 1):
 
-    - `samples`: the waveform from sample `sample_start` on: the receptive field of the next tokenizer frames (a few
-      dozen samples by default), not the whole audio;
-    - `pending_frames [1, n, D]`: tokenizer frames not yet in a complete attention chunk (fewer than
-      `attention_chunk_size`);
+    - `samples`: the waveform from sample `sample_start` on: the samples of the attention chunk being filled and the
+      receptive field of its tokenizer frames (a few dozen samples more by default), not the whole audio; they are
+      tokenized once they complete a chunk;
+    - `pending_frames [1, n, D]`: tokenizer frames not yet encoded (fewer than `attention_chunk_size`);
     - `cache`: an [`OmniLatentCache`] with the K/V latents and rotary keys of the last `attention_left_chunks` chunks of
       every layer (`kv_lora_rank + qk_rope_head_dim` values per frame and layer);
     - `conv_inputs`: per layer, the last `conv_kernel_size - 1` inputs of the causal depthwise convolution;
@@ -193,13 +193,13 @@ class OmniAudioStreamState:
 
 
 class OmniMaskedGroupNorm(nn.GroupNorm):
-    """GroupNorm over `[B, C, T]` whose statistics only count the valid time steps of each item.
+    """GroupNorm over frame-major `[B, T, C]` features whose statistics only count the valid time steps of each item.
 
     Plain GroupNorm averages over the whole time axis, so the padding of a batch would shift the statistics of the
-    shorter clips. With `mask [B, 1, T]` (1 = valid) the mean and variance of every (item, group) come from that item's
-    valid steps alone; without a mask it is `nn.GroupNorm`. With `per_frame=True` the statistics of a group are taken
-    within each time step instead (over the group's channels only), so a frame's output never depends on other frames,
-    as streaming needs. Statistics are computed in float32.
+    shorter clips. With `mask [B, T, 1]` (1 = valid) the mean and variance of every (item, group) come from that item's
+    valid steps alone; without a mask it is `nn.GroupNorm` (torch's fused kernel). With `per_frame=True` the statistics
+    of a group are taken within each time step instead (over the group's channels only), so a frame's output never
+    depends on other frames, as streaming needs. Statistics are computed in float32.
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, per_frame: bool = False):
@@ -207,29 +207,48 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
         self.per_frame = per_frame
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None and not self.per_frame:
-            # torch's fused kernel (float32 statistics for every input dtype): one pass where the steps below take
-            # several, which counts on the tokenizer's first layers (32 channels x 8000 steps per second of audio).
-            return nn.functional.group_norm(hidden_states, self.num_groups, self.weight, self.bias, self.eps)
-        batch, channels, length = hidden_states.shape
+        """`hidden_states [B, T, C]`, `mask [B, T, 1]` or None -> `[B, T, C]`."""
+        batch, length, channels = hidden_states.shape
         if self.per_frame:
-            # A LayerNorm over each group's channels at every step, on a `[B, T, groups, C / groups]` copy: one fused
-            # pass (float32 statistics), several times faster than reducing over the channels of `[B, C, T]`.
-            rows = hidden_states.transpose(1, 2).reshape(batch, length, self.num_groups, -1)
-            normed = nn.functional.layer_norm(rows, rows.shape[-1:], eps=self.eps).reshape(batch, length, channels)
-            if self.affine:
-                normed = torch.addcmul(self.bias, normed, self.weight)
-            return normed.transpose(1, 2)  # [B, C, T] in the channels-last layout, which the next layers take as is
-        grouped = hidden_states.float().reshape(batch, self.num_groups, -1, length)
-        weights = mask.float().reshape(batch, 1, 1, length)
-        count = weights.sum(dim=-1, keepdim=True).clamp(min=1) * grouped.shape[2]
-        mean = (grouped * weights).sum(dim=(2, 3), keepdim=True) / count
-        variance = ((grouped - mean).square() * weights).sum(dim=(2, 3), keepdim=True) / count
-        normed = ((grouped - mean) * torch.rsqrt(variance + self.eps)).reshape(batch, channels, length)
+            # A LayerNorm over each group's channels at every step: one fused pass over a free `[B, T, G, C / G]` view.
+            grouped = hidden_states.reshape(batch, length, self.num_groups, -1)
+            normed = nn.functional.layer_norm(grouped, grouped.shape[-1:], eps=self.eps).reshape(batch, length, channels)
+            return torch.addcmul(self.bias, normed, self.weight) if self.affine else normed
+        if mask is None:
+            # torch's fused kernel on the channels-last `[B, C, 1, T]` view of the frame-major memory (no copy)
+            normed = nn.functional.group_norm(
+                hidden_states.transpose(1, 2).unsqueeze(2), self.num_groups, self.weight, self.bias, self.eps
+            )
+            return normed.squeeze(2).transpose(1, 2)
+        grouped = hidden_states.float().reshape(batch, length, self.num_groups, -1)
+        weights = mask.float().reshape(batch, length, 1, 1)
+        count = weights.sum(dim=1, keepdim=True).clamp(min=1) * grouped.shape[-1]
+        mean = (grouped * weights).sum(dim=(1, 3), keepdim=True) / count
+        variance = ((grouped - mean).square() * weights).sum(dim=(1, 3), keepdim=True) / count
+        normed = ((grouped - mean) * torch.rsqrt(variance + self.eps)).reshape(batch, length, channels)
         normed = normed.to(hidden_states.dtype)
-        if self.affine:
-            normed = normed * self.weight[:, None] + self.bias[:, None]
-        return normed
+        return torch.addcmul(self.bias, normed, self.weight) if self.affine else normed
+
+
+class OmniFrameMajorConv1d(nn.Conv1d):
+    """`nn.Conv1d` (the same parameters and state dict) on frame-major features: `[B, L, C_in]` -> `[B, L_out, C_out]`.
+
+    It runs as a channels-last 2D convolution on the `[B, C, 1, L]` view of the frame-major memory, which oneDNN reads
+    and writes as it is: `Conv1d` on `[B, C, L]` converts its input and output to and from its blocked layout at every
+    call, which took half of the waveform tokenizer's time, and more than that on long audio.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        output = nn.functional.conv2d(
+            hidden_states.transpose(1, 2).unsqueeze(2),
+            self.weight.unsqueeze(2),
+            self.bias,
+            stride=(1, self.stride[0]),
+            padding=(0, self.padding[0]),
+            dilation=(1, self.dilation[0]),
+            groups=self.groups,
+        )
+        return output.squeeze(2).transpose(1, 2)
 
 
 def _cpu_autocast_training(weight: torch.Tensor) -> bool:
@@ -240,7 +259,8 @@ def _cpu_autocast_training(weight: torch.Tensor) -> bool:
 
 
 class OmniAudioConvLayer(nn.Module):
-    """Strided convolution -> masked GroupNorm -> SiLU, mapping `L` steps to exactly `L // stride`.
+    """Strided convolution -> masked GroupNorm -> SiLU, mapping `L` steps to exactly `L // stride`, on frame-major
+    `[B, L, C]` features.
 
     The input is padded by `(kernel - 1) // 2` zeros on the left and `kernel - stride - (kernel - 1) // 2` on the
     right (a negative right padding crops), so every output frame is centred on its input window and the output length
@@ -265,17 +285,21 @@ class OmniAudioConvLayer(nn.Module):
         self.kernel_size = kernel_size
         left = (kernel_size - 1) // 2
         self.padding = (left, kernel_size - stride - left)
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride)
+        self.conv = OmniFrameMajorConv1d(in_channels, out_channels, kernel_size, stride=stride)
         self.norm = OmniMaskedGroupNorm(num_groups, out_channels, eps=eps, per_frame=norm_per_frame)
         self.activation = activation("silu", owner=self, producer="norm")
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`hidden_states [B, C_in, L]` (zero beyond each item's length), `mask [B, 1, L // stride]` of the output."""
-        hidden_states = nn.functional.pad(hidden_states, self.padding)
+        """`hidden_states [B, L, C_in]` (zero beyond each item's length), `mask [B, L // stride, 1]` of the output ->
+        `[B, L // stride, C_out]`.
+
+        The features stay frame-major from layer to layer (see [`OmniFrameMajorConv1d`]).
+        """
+        hidden_states = nn.functional.pad(hidden_states, (0, 0, *self.padding))
         if _cpu_autocast_training(self.conv.weight):
-            # PyTorch 2.13's oneDNN bfloat16 conv1d on AMX CPUs now and then returns a NaN weight gradient when it runs
-            # on several threads (seen in about one backward pass in 30 of the same batch, never with one thread):
-            # under CPU autocast, training keeps these convolutions in float32.
+            # PyTorch 2.13's oneDNN bfloat16 convolution on AMX CPUs now and then returns a NaN weight gradient when it
+            # runs on several threads (seen in about one backward pass in 30 of the same batch, never with one
+            # thread): under CPU autocast, training keeps these convolutions in float32.
             with torch.autocast("cpu", enabled=False):
                 hidden_states = self.conv(hidden_states.float())
         else:
@@ -424,18 +448,18 @@ class OmniAudioWaveformTokenizer(nn.Module):
         Returns:
             `(features [B, S // 64, D], frame mask [B, S // 64] or None, codes or None, quantiser loss or None)`.
         """
-        hidden_states = input_values[:, None]
+        hidden_states = input_values[..., None]  # [B, S, 1]: frame-major from the start (see OmniAudioConvLayer)
         lengths = sample_lengths
         mask = None
         if lengths is not None:
-            hidden_states = hidden_states * lengths_to_mask(lengths, hidden_states.shape[-1])[:, None]
+            hidden_states = hidden_states * lengths_to_mask(lengths, hidden_states.shape[1])[..., None]
         for layer in self.conv_layers:
             if lengths is not None:
                 lengths = audio_frame_lengths(lengths, layer.stride)
-                mask = lengths_to_mask(lengths, hidden_states.shape[-1] // layer.stride)[:, None]
+                mask = lengths_to_mask(lengths, hidden_states.shape[1] // layer.stride)[..., None]
             hidden_states = layer(hidden_states, mask.to(hidden_states.dtype) if mask is not None else None)
-        features = self.output_proj(hidden_states.transpose(1, 2))
-        frame_mask = None if mask is None else mask[:, 0]
+        features = self.output_proj(hidden_states)
+        frame_mask = None if mask is None else mask[..., 0]
         if frame_mask is not None:
             features = features * frame_mask[..., None].to(features.dtype)
         if self.quantizer is None:
@@ -886,8 +910,9 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         """Encode one 16 kHz stream piece by piece, yielding output frames as soon as they are determined.
 
         The concatenation of the yielded frames equals `self(whole_audio).last_hidden_state[0]` (the offline chunked
-        forward on the whole audio, up to float rounding): the tokenizer keeps the samples of its receptive field
-        between pieces (its frames only read a few dozen samples around them), every attention chunk of
+        forward on the whole audio, up to float rounding): the samples are tokenized once they complete an attention
+        chunk, keeping the samples of the tokenizer's receptive field for the next (its frames only read a few dozen
+        samples around them), every attention chunk of
         `attention_chunk_size` frames is encoded once complete, attending to the K/V latents of the
         `attention_left_chunks` chunks before it, which is all [`OmniAudioStreamState`] keeps of them
         (`kv_lora_rank + qk_rope_head_dim` values per frame and layer), and frames are pooled by
@@ -947,12 +972,21 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
                 f"The stream has {state.num_samples} samples, shorter than one encoder frame ({samples_per_frame})."
             )
 
-        # Tokenizer: recompute the frames over the kept samples and keep those the samples seen so far determine.
+        # Tokenizer: once the samples determine enough frames to complete an attention chunk (or the stream ends),
+        # compute the frames over the kept samples and keep those the samples seen so far determine. Until then the
+        # samples only accumulate: one tokenizer call per chunk, not one per piece (a call costs milliseconds however
+        # few its samples).
         frames_end = (
             state.num_samples // samples_per_frame if is_last else tokenizer.complete_frames(state.num_samples)
         )
+        pending = 0 if state.pending_frames is None else state.pending_frames.shape[1]
+        completes_chunk = pending + frames_end - state.tokenized_frames >= config.attention_chunk_size
         new_frames = None
-        if frames_end > state.tokenized_frames and state.samples.shape[0] >= samples_per_frame:
+        if (
+            (is_last or completes_chunk)
+            and frames_end > state.tokenized_frames
+            and state.samples.shape[0] >= samples_per_frame
+        ):
             features, _, _, _ = tokenizer(state.samples[None])
             offset = state.sample_start // samples_per_frame
             new_frames = features[:, state.tokenized_frames - offset : frames_end - offset]
