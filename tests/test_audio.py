@@ -1024,6 +1024,28 @@ def test_chunked_attention_in_groups_of_chunks_equals_one_call(monkeypatch, impl
             assert max_abs_diff(grouped.attentions[1], whole.attentions[1]) < 1e-5
 
 
+@pytest.mark.parametrize("chunked_attention", [False, True])
+def test_frame_chunks_at_inference_change_nothing(monkeypatch, chunked_attention):
+    """At inference the blocks' frame-wise steps run a chunk of frames at a time, updating the block's residual stream
+    in place: the frames, and every block's output in `hidden_states`, are those of one pass on the whole."""
+    from omni_encoders import modeling_omni_common
+
+    torch.manual_seed(0)
+    config = chunked_config() if chunked_attention else tiny_audio_config()
+    model = OmniAudioModel(config).eval()
+    x, mask, _ = padded_batch([3000, 1700])
+
+    def run(chunk_tokens):
+        monkeypatch.setattr(modeling_omni_common, "FRAME_CHUNK_TOKENS", chunk_tokens)
+        with torch.no_grad():
+            return model(x, mask, output_hidden_states=True)
+
+    whole, chunked = run(0), run(14)  # 7 frames per chunk of the batch of 2
+    assert max_abs_diff(chunked.last_hidden_state, whole.last_hidden_state) < 1e-5
+    for expected, got in zip(whole.hidden_states, chunked.hidden_states, strict=True):
+        assert max_abs_diff(got, expected) < 1e-5
+
+
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_chunked_attention_and_reduced_rate_are_padding_invariant(mode):
     torch.manual_seed(0)

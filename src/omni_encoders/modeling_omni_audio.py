@@ -212,7 +212,8 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
         if self.per_frame:
             # A LayerNorm over each group's channels at every step: one fused pass over a free `[B, T, G, C / G]` view.
             grouped = hidden_states.reshape(batch, length, self.num_groups, -1)
-            normed = nn.functional.layer_norm(grouped, grouped.shape[-1:], eps=self.eps).reshape(batch, length, channels)
+            normed = nn.functional.layer_norm(grouped, grouped.shape[-1:], eps=self.eps)
+            normed = normed.reshape(batch, length, channels)
             return torch.addcmul(self.bias, normed, self.weight) if self.affine else normed
         if mask is None:
             # torch's fused kernel on the channels-last `[B, C, 1, T]` view of the frame-major memory (no copy)
@@ -617,11 +618,13 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
             cache=cache,
             chunked_attention=chunked_attention,
         )
-        hidden_states = hidden_states + self.dropout(attn_output)
-        hidden_states = hidden_states + self.dropout(
-            self.conv(hidden_states, frame_mask, stream_state=stream_state, layer_idx=self.layer_idx)
+        # `hidden_states` is now this block's own buffer: on long inputs the residual sums update it in place.
+        hidden_states = map_frame_chunks(self._add_residual, hidden_states, attn_output, out=hidden_states)
+        conv_output = self.conv(hidden_states, frame_mask, stream_state=stream_state, layer_idx=self.layer_idx)
+        hidden_states = map_frame_chunks(
+            self._second_feed_forward, hidden_states, conv_output, frame_mask, out=hidden_states
         )
-        return map_frame_chunks(self._second_feed_forward, hidden_states, frame_mask), attn_weights
+        return hidden_states, attn_weights
 
     # The frame-wise steps of the block, run a chunk of frames at a time on long inputs without autograd
     # (`map_frame_chunks`): their buffers then stay small and in cache.
@@ -629,7 +632,13 @@ class OmniAudioConformerBlock(GradientCheckpointingLayer):
     def _first_feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states + 0.5 * self.dropout(self.ff1(self.ff1_norm(hidden_states)))
 
-    def _second_feed_forward(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    def _add_residual(self, hidden_states: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return hidden_states + self.dropout(update)
+
+    def _second_feed_forward(
+        self, hidden_states: torch.Tensor, conv_output: torch.Tensor, frame_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        hidden_states = hidden_states + self.dropout(conv_output)
         hidden_states = hidden_states + 0.5 * self.dropout(self.ff2(self.ff2_norm(hidden_states)))
         hidden_states = self.final_norm(hidden_states)
         return hidden_states if frame_mask is None else hidden_states * frame_mask

@@ -432,15 +432,14 @@ class OmniChunkedAttention:
         )
         return cls(chunk_size, left_chunks, right_context, num_chunks, attention_mask, key_mask)
 
-    def chunk_queries(self, query: torch.Tensor, first: int = 0, end: int | None = None) -> torch.Tensor:
-        """`[B, H, T, d]` -> the queries of chunks `first .. end - 1` (default: all), `[B * n, H, chunk_size, d]`
-        (zero-padded to whole chunks)."""
-        end = self.num_chunks if end is None else end
-        batch, heads, _, dim = query.shape
-        query = query[:, :, first * self.chunk_size : end * self.chunk_size]
-        query = nn.functional.pad(query, (0, 0, 0, (end - first) * self.chunk_size - query.shape[2]))
-        query = query.view(batch, heads, end - first, self.chunk_size, dim).transpose(1, 2)
-        return query.reshape(batch * (end - first), heads, self.chunk_size, dim)
+    def chunk_queries(self, query: torch.Tensor) -> torch.Tensor:
+        """Queries `[B, H, L, d]` of consecutive chunks, from the start of one (e.g. a group's) -> `[B * n, H,
+        chunk_size, d]` with `n = ceil(L / chunk_size)` (zero-padded to whole chunks)."""
+        batch, heads, length, dim = query.shape
+        num_chunks = -(-length // self.chunk_size)
+        query = nn.functional.pad(query, (0, 0, 0, num_chunks * self.chunk_size - length))
+        query = query.view(batch, heads, num_chunks, self.chunk_size, dim).transpose(1, 2)
+        return query.reshape(batch * num_chunks, heads, self.chunk_size, dim)
 
     def gather_windows(
         self, states: torch.Tensor, first: int = 0, end: int | None = None, start: int = 0
@@ -593,38 +592,68 @@ class OmniLatentAttention(nn.Module):
             `(output [B, L, D], attention weights: [B, H, L, cached + L], or [B, num_chunks, H, chunk_size, window]
             with chunked attention; None unless eager)`.
         """
-        cos, sin = position_embeddings
-        query = self.q_proj(hidden_states).unflatten(-1, (self.num_heads, self.qk_head_dim)).transpose(1, 2)
-        query_nope, query_rope = query.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
-        query = torch.cat([query_nope, apply_rotary_pos_emb(query_rope, cos, sin)], dim=-1)
-
         latent, rope_key = self.compress(hidden_states, position_embeddings)
         if cache is not None:
             latent, rope_key = cache.update(latent, rope_key, self.layer_idx)
+        if chunked_attention is not None:
+            return self._chunked_attention(
+                hidden_states, position_embeddings, latent, rope_key, chunked_attention, **kwargs
+            )
 
-        if chunked_attention is None:
-            key, value = self.expand(latent, rope_key)
-            attn_output, attn_weights = dispatch_attention(self, query, key, value, attention_mask, **kwargs)
-            return self.o_proj(attn_output), attn_weights
-        chunks, outputs, weights = chunked_attention, [], []
-        for first, end in chunks.groups():  # each group of chunks expands and gathers only the keys it reads
-            start, stop = chunks.key_span(first, end, latent.shape[1])
+        query = self.queries(hidden_states, position_embeddings)
+        key, value = self.expand(latent, rope_key)
+        attn_output, attn_weights = dispatch_attention(self, query, key, value, attention_mask, **kwargs)
+        return self.o_proj(attn_output), attn_weights
+
+    def queries(
+        self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """`hidden_states [B, L, D]` -> queries `[B, H, L, qk_head_dim]`, their rope part rotated."""
+        cos, sin = position_embeddings
+        query = self.q_proj(hidden_states).unflatten(-1, (self.num_heads, self.qk_head_dim)).transpose(1, 2)
+        query_nope, query_rope = query.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
+        return torch.cat([query_nope, apply_rotary_pos_emb(query_rope, cos, sin)], dim=-1)
+
+    def _chunked_attention(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        latent: torch.Tensor,
+        rope_key: torch.Tensor,
+        chunks: OmniChunkedAttention,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Chunked attention a group of chunks at a time ([`OmniChunkedAttention.groups`]): each group projects its
+        own queries, expands the keys and values of the frames its windows read from the latents, and writes its
+        output projection into the output; no other buffer is as long as the input."""
+        batch, length = hidden_states.shape[:2]
+        cos, sin = position_embeddings
+        output, weights = None, []
+        for first, end in chunks.groups():
+            frames = slice(first * chunks.chunk_size, min(end * chunks.chunk_size, length))
+            query = self.queries(hidden_states[:, frames], (cos[..., frames, :], sin[..., frames, :]))
+            start, stop = chunks.key_span(first, end, length)
             key, value = self.expand(latent[:, start:stop], rope_key[:, start:stop])
-            output, weight = dispatch_attention(
+            attn_output, weight = dispatch_attention(
                 self,
-                chunks.chunk_queries(query, first, end),
+                chunks.chunk_queries(query),
                 chunks.gather_windows(key, first, end, start),
                 chunks.gather_windows(value, first, end, start),
                 chunks.group_mask(first, end),
                 **kwargs,
             )
-            outputs.append(output.unflatten(0, (-1, end - first)))  # [B, n, C, H * dv]
+            # [B * n, C, H * dv] -> [B, n * C, H * dv], cut at the group's last frame
+            attn_output = self.o_proj(attn_output.reshape(batch, -1, attn_output.shape[-1])[:, : query.shape[2]])
+            if (first, end) == (0, chunks.num_chunks):
+                output = attn_output
+            else:
+                if output is None:
+                    output = attn_output.new_empty(batch, length, attn_output.shape[-1])
+                output[:, frames] = attn_output
             if weight is not None:
-                weights.append(weight.unflatten(0, (-1, end - first)))  # [B, n, H, C, window]
-        attn_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-        attn_output = attn_output.flatten(1, 2)[:, : hidden_states.shape[1]]
+                weights.append(weight.unflatten(0, (batch, -1)))  # [B, n, H, C, window]
         attn_weights = (weights[0] if len(weights) == 1 else torch.cat(weights, dim=1)) if weights else None
-        return self.o_proj(attn_output), attn_weights
+        return output, attn_weights
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -680,28 +709,36 @@ def activation(name: str, owner: nn.Module | None = None, producer: str | None =
     return OmniActivation(name, owner, producer) if name in OmniActivation.IN_PLACE else ACT2FN[name]
 
 
+# Tokens per chunk of `map_frame_chunks` when the caller gives none.
+FRAME_CHUNK_TOKENS = 2048
+
+
 def map_frame_chunks(
     fn: Callable[..., torch.Tensor],
     hidden_states: torch.Tensor,
     *others: torch.Tensor | None,
-    chunk_tokens: int = 2048,
+    chunk_tokens: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`fn(hidden_states, *others)` for a frame-wise `fn` (output frame `t` depends on frame `t` of the inputs alone)
-    on `[B, T, ...]` tensors (`others` may hold None), computed about `chunk_tokens` tokens at a time when autograd is
-    off (as transformers' `apply_chunking_to_forward`).
+    on `[B, T, ...]` tensors (`others` may hold None), computed about `chunk_tokens` tokens (default
+    `FRAME_CHUNK_TOKENS`) at a time when autograd is off (as transformers' `apply_chunking_to_forward`).
 
     Only the output is allocated at full length: the buffers between the steps of `fn` (norms, projections,
     activations, residual sums) stay the size of one chunk, in cache and reused from chunk to chunk, where on a whole
     long input each would be a fresh allocation of hundreds of MiB whose pages the kernel must map and zero, and which
     falls out of cache between two steps. Chunks of thousands of tokens keep the matrix products as efficient. With
     autograd (the activations are kept for the backward anyway), with `chunk_tokens=0` or for an input of one chunk,
-    `fn` runs once on the whole.
+    `fn` runs once on the whole. When it runs in chunks, `out` (if given) receives the chunks instead of a new tensor:
+    it may be one of the inputs, whose chunks are each read before they are overwritten (a residual stream updated in
+    place), so pass it only when nothing else needs that input's old values.
     """
+    chunk_tokens = FRAME_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
     batch, length = hidden_states.shape[:2]
     frames = max(1, chunk_tokens // batch)
     if not chunk_tokens or torch.is_grad_enabled() or length <= frames:
         return fn(hidden_states, *others)
-    output = None
+    output = out
     for start in range(0, length, frames):
         window = slice(start, start + frames)
         chunk = fn(hidden_states[:, window], *(other if other is None else other[:, window] for other in others))
