@@ -183,6 +183,7 @@ def _device_name(training_args: TrainingArguments) -> str:
 # the model computes, not its weights, so they also apply to a checkpoint being fine-tuned.
 LONG_AUDIO_OPTIONS = (
     "attention_chunk_size", "attention_left_chunks", "attention_right_context", "output_downsample_rate",
+    "conv_module_causal", "tokenizer_norm_statistics",
 )  # fmt: skip
 
 
@@ -228,7 +229,7 @@ class AudioModelArguments:
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "eager, sdpa, flash_attention_2 or flex_attention."}
     )
-    # Long audio (see the README's "Long audio"): chunked attention and a reduced output rate.
+    # Long audio (see the README's "Long audio"): chunked attention, a reduced output rate, streaming.
     attention_chunk_size: int | None = field(
         default=None,
         metadata={
@@ -248,6 +249,14 @@ class AudioModelArguments:
             "help": "Mean-pool every N Conformer output frames (2: 25 -> 12.5 frames/s at 640 samples per frame); "
             "the CTC loss and the pipelines follow the reduced rate."
         },
+    )
+    # Streaming (`OmniAudioModel.encode_stream`): with chunked attention and no look-ahead, these two make every frame
+    # depend on bounded past and no future audio.
+    conv_module_causal: bool = field(
+        default=False, metadata={"help": "Causal depthwise convolution in the Conformer (streaming needs it)."}
+    )
+    tokenizer_norm_statistics: str = field(
+        default="clip", metadata={"help": "clip, or frame: tokenizer GroupNorms per frame (streaming needs it)."}
     )
 
     def __post_init__(self):
