@@ -988,8 +988,8 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         frames_end = (
             state.num_samples // samples_per_frame if is_last else tokenizer.complete_frames(state.num_samples)
         )
-        pending = 0 if state.pending_frames is None else state.pending_frames.shape[1]
-        completes_chunk = pending + frames_end - state.tokenized_frames >= config.attention_chunk_size
+        num_pending = 0 if state.pending_frames is None else state.pending_frames.shape[1]
+        completes_chunk = num_pending + frames_end - state.tokenized_frames >= config.attention_chunk_size
         new_frames = None
         if (
             (is_last or completes_chunk)

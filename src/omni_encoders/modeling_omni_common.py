@@ -441,12 +441,9 @@ class OmniChunkedAttention:
         query = query.view(batch, heads, num_chunks, self.chunk_size, dim).transpose(1, 2)
         return query.reshape(batch * num_chunks, heads, self.chunk_size, dim)
 
-    def gather_windows(
-        self, states: torch.Tensor, first: int = 0, end: int | None = None, start: int = 0
-    ) -> torch.Tensor:
-        """Keys or values of the tokens from `start` on, `[B, KVH, L, d]` (default: the whole sequence; for a group,
-        its `key_span`) -> the windows of chunks `first .. end - 1`, `[B * n, KVH, window, d]`."""
-        end = self.num_chunks if end is None else end
+    def gather_windows(self, states: torch.Tensor, first: int, end: int, start: int) -> torch.Tensor:
+        """Keys or values of the tokens from `start` on, `[B, KVH, L, d]` (those of `key_span(first, end, ...)`) ->
+        the windows of chunks `first .. end - 1`, `[B * n, KVH, window, d]`."""
         batch, heads, length, dim = states.shape
         left = start - (first - self.left_chunks) * self.chunk_size
         right = end * self.chunk_size + self.right_context - (start + length)
