@@ -35,7 +35,7 @@ targets of issue 18 (10 minutes of audio in under 5 minutes of CPU time on 2 cor
 `--part stream` feeds `--seconds` (default 60) of audio to `OmniAudioModel.encode_stream` in pieces of each
 `--piece-ms` (default: 100 ms and one attention chunk), as fast as the model takes them, with the streaming
 options (`--chunk-size` 250 by default, `--left-chunks`, `conv_module_causal=True`,
-`tokenizer_norm_statistics="frame"`). Per piece size it reports when the first frames come out (how much audio the
+`tokenizer_norm_statistics="causal"`). Per piece size it reports when the first frames come out (how much audio the
 stream had consumed, within one chunk plus one piece, and the time from the start of the stream), the time from the
 hand-over of the piece that completes a chunk to the chunk's frames (median, max), what a live stream would wait for
 its first frames (the audio consumed plus that step), the real-time factor (encode time / audio duration, wall and
@@ -371,7 +371,7 @@ def run_stream(args: argparse.Namespace) -> list[dict]:
         raise ValueError("--part stream: streaming has no look-ahead; leave --right-context at 0.")
     if args.batch_size != 1:
         print(f"NOTE: a stream is one clip: --batch-size {args.batch_size} is not used by --part stream.")
-    config = our_config(args, conv_module_causal=True, tokenizer_norm_statistics="frame")
+    config = our_config(args, conv_module_causal=True, tokenizer_norm_statistics="causal")
     ours = build_ours(args, config)
     samples_per_frame = config.tokenizer_samples_per_frame
     chunk_ms = config.attention_chunk_size * samples_per_frame * 1000 / SAMPLING_RATE
@@ -379,7 +379,7 @@ def run_stream(args: argparse.Namespace) -> list[dict]:
     title = f"streaming, {attention_label(config)}"
     print(
         f"# Streaming: OmniAudioModel.encode_stream ({size_label(args, config)}, {title}, causal convolution module, "
-        f"per-frame tokenizer norms) — {describe(args)}"
+        f"causal tokenizer norms) — {describe(args)}"
     )
     dtype = DTYPES[args.dtype]
     if args.warmup > 0:  # kernel selection and first-touch costs: a few chunks, in the first piece size

@@ -256,7 +256,11 @@ class AudioModelArguments:
         default=False, metadata={"help": "Causal depthwise convolution in the Conformer (streaming needs it)."}
     )
     tokenizer_norm_statistics: str = field(
-        default="clip", metadata={"help": "clip, or frame: tokenizer GroupNorms per frame (streaming needs it)."}
+        default="clip",
+        metadata={
+            "help": "What the tokenizer's GroupNorms average over: clip, causal (each frame and the frames before it; "
+            "streamable) or frame (each frame alone; streamable, learns far less)."
+        },
     )
 
     def __post_init__(self):

@@ -252,8 +252,8 @@ def test_tokenizer_group_norm_statistics(dtype):
     """Each mode against its definition, on frame-major `[B, T, C]` features: clip statistics per (item, group) over
     the valid steps, per-frame statistics per (item, group, step) over the group's channels; the affine is per
     channel."""
-    norm = OmniMaskedGroupNorm(4, 16, per_frame=False)
-    frame_norm = OmniMaskedGroupNorm(4, 16, per_frame=True)
+    norm = OmniMaskedGroupNorm(4, 16)
+    frame_norm = OmniMaskedGroupNorm(4, 16, statistics="frame")
     generator = torch.Generator().manual_seed(0)
     norm.weight.data = torch.randn(16, generator=generator)
     norm.bias.data = torch.randn(16, generator=generator)
@@ -281,6 +281,53 @@ def test_tokenizer_group_norm_statistics(dtype):
     changed = hidden.clone()
     changed[:, 10] += 5
     assert torch.equal(frame_norm(changed)[:, 11:], frame_norm(hidden)[:, 11:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_group_norm_statistics(dtype, monkeypatch):
+    """Causal statistics: step `t` is normalised by the mean and variance of its group's channels over steps `0..t`,
+    in one call, block by block, or continued from a stream's running sums; later steps never change earlier ones."""
+    import omni_encoders.modeling_omni_audio as modeling
+    from omni_encoders.modeling_omni_audio import OmniCausalNormState
+
+    norm = OmniMaskedGroupNorm(4, 16, statistics="causal")
+    generator = torch.Generator().manual_seed(0)
+    norm.weight.data = torch.randn(16, generator=generator)
+    norm.bias.data = torch.randn(16, generator=generator)
+    norm.to(dtype)
+    # a loudness contour on top of an offset: 20 quiet steps, then 20 four times as loud
+    level = torch.tensor([1.0] * 20 + [4.0] * 20)[None, :, None]
+    hidden = (level * torch.randn(2, 40, 16, generator=generator) + 1).to(dtype)
+    groups = hidden.float().reshape(2, 40, 4, 4)
+    expected = torch.empty_like(groups)
+    for step in range(40):
+        past = groups[:, : step + 1]
+        mean = past.mean(dim=(1, 3), keepdim=True)
+        variance = past.var(dim=(1, 3), unbiased=False, keepdim=True)
+        expected[:, step] = ((groups[:, step : step + 1] - mean) / torch.sqrt(variance + 1e-5))[:, 0]
+    expected = expected.reshape(2, 40, 16) * norm.weight.float() + norm.bias.float()
+    tolerance = 1e-4 if dtype == torch.float32 else 0.05
+    with torch.no_grad():
+        whole = norm(hidden)
+        assert max_abs_diff(whole, expected) < tolerance
+        # The louder steps stay louder than the quiet ones before them, which per-frame statistics would flatten.
+        unscaled = (whole.float() - norm.bias.float()) / norm.weight.float()
+        assert unscaled[:, 20:].std() > 1.3 * unscaled[:, :20].std()
+        changed = hidden.clone()
+        changed[:, 25] += 5
+        assert torch.equal(norm(changed)[:, :25], whole[:, :25])
+        assert max_abs_diff(norm(changed)[:, 26:], whole[:, 26:]) > 0.01
+        monkeypatch.setattr(modeling, "CAUSAL_NORM_BLOCK_FRAMES", 7)
+        assert max_abs_diff(norm(hidden), whole) < 1e-5
+        # A stream: the second call sees steps 18..39 (18..21 again, left from the first call) and continues the
+        # sums of steps 0..21 that the first call counted.
+        state = OmniCausalNormState()
+        state.call_offset, state.count_until = 0, 22
+        first = norm(hidden[:1, :30], stream=state)
+        assert state.counted == 22 and state.sums.shape == (1, 2, 4, 1)
+        state.call_offset, state.count_until = 18, 40
+        second = norm(hidden[:1, 18:], stream=state)
+        assert max_abs_diff(torch.cat([first[:, :22], second[:, 4:]], dim=1), whole[:1]) < 1e-5
 
 
 def test_frame_major_convolution_is_conv1d():
@@ -904,8 +951,8 @@ def chunked_config(**overrides):
 
 
 def streaming_config(**overrides):
-    """A chunked config that can stream: no look-ahead, a causal convolution module, per-frame tokenizer norms."""
-    kwargs = {"attention_right_context": 0, "conv_module_causal": True, "tokenizer_norm_statistics": "frame"}
+    """A chunked config that can stream: no look-ahead, a causal convolution module, causal tokenizer norms."""
+    kwargs = {"attention_right_context": 0, "conv_module_causal": True, "tokenizer_norm_statistics": "causal"}
     return chunked_config(**{**kwargs, **overrides})
 
 
@@ -1047,9 +1094,10 @@ def test_frame_chunks_at_inference_change_nothing(monkeypatch, chunked_attention
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_chunked_attention_and_reduced_rate_are_padding_invariant(mode):
+@pytest.mark.parametrize("norm_statistics", ["clip", "causal"])
+def test_chunked_attention_and_reduced_rate_are_padding_invariant(mode, norm_statistics):
     torch.manual_seed(0)
-    config = chunked_config(output_downsample_rate=3, use_quantizer=True)
+    config = chunked_config(output_downsample_rate=3, use_quantizer=True, tokenizer_norm_statistics=norm_statistics)
     model = getattr(OmniAudioModel(config), mode)()
     lengths = [3000, 1234, 640]
     x, mask, clips = padded_batch(lengths)
@@ -1123,17 +1171,19 @@ def test_asr_pipeline_chunks_long_audio_at_the_reduced_rate(tmp_path):
     assert isinstance(chunked, str) and len(whole) > 0 and len(chunked) > 0
 
 
-@pytest.mark.parametrize("rate", [1, 3])
-def test_stream_equals_the_offline_chunked_forward(rate):
+@pytest.mark.parametrize("rate, norm_statistics", [(1, "causal"), (3, "causal"), (1, "frame")])
+def test_stream_equals_the_offline_chunked_forward(rate, norm_statistics):
     """The frames `encode_stream` yields, concatenated, are those of the offline forward on the whole audio, whatever
     the piece sizes; frames come out before the stream ends, and all that is kept of past chunks is the latent cache
     of the left chunks (`kv_lora_rank + qk_rope_head_dim` values per frame and layer)."""
     from omni_encoders.modeling_omni_audio import OmniAudioStreamState
 
     torch.manual_seed(0)
-    config = streaming_config(output_downsample_rate=rate, use_quantizer=True)
+    config = streaming_config(
+        output_downsample_rate=rate, use_quantizer=True, tokenizer_norm_statistics=norm_statistics
+    )
     model = OmniAudioModel(config).eval()
-    audio = torch.randn(64 * 41 + 30)
+    audio = torch.randn(64 * 41 + 30) * torch.linspace(0.2, 3, 64 * 41 + 30)  # louder and louder
     with torch.no_grad():
         offline = model(audio[None]).last_hidden_state
     for piece_size in (50, 333, 64 * 41 + 30):
@@ -1149,6 +1199,18 @@ def test_stream_equals_the_offline_chunked_forward(rate):
     per_frame = config.kv_lora_rank + config.qk_rope_head_dim
     assert state.cache.memory_bytes() == config.num_hidden_layers * kept_frames * per_frame * 4
     assert state.samples.shape[0] < 64 * 4  # the tokenizer keeps its receptive field, not the audio
+
+
+def test_ctc_stream_logits_equal_the_offline_logits():
+    """Streaming recognition: `OmniAudioForCTC.stream_logits` yields, piece by piece, the offline forward's logits."""
+    torch.manual_seed(0)
+    model = OmniAudioForCTC(streaming_config()).eval()
+    audio = torch.randn(64 * 30)
+    with torch.no_grad():
+        offline = model(audio[None]).logits
+    pieces = list(model.stream_logits(audio.split(100)))
+    assert len(pieces) > 1 and pieces[0].shape[-1] == model.config.vocab_size
+    assert max_abs_diff(torch.cat(pieces, dim=1), offline) < 1e-4
 
 
 def test_stream_frames_arrive_within_a_chunk_of_audio():

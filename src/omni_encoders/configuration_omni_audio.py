@@ -141,8 +141,11 @@ class OmniAudioConfig(PreTrainedConfig):
             `(conv_kernel_size - 1) // 2` future frames per layer.
         tokenizer_norm_statistics (`str`, *optional*, defaults to `"clip"`):
             What the tokenizer's GroupNorms average over: `"clip"` (the channels of a group over all valid frames of
-            the clip) or `"frame"` (the channels of a group within each frame). Streaming needs `"frame"`: clip
-            statistics depend on audio not yet heard.
+            the clip), `"causal"` (the channels of a group over each frame and all frames before it: running
+            statistics) or `"frame"` (the channels of a group within each frame). Streaming needs `"causal"` or
+            `"frame"`: clip statistics depend on audio not yet heard. `"causal"` keeps how loud a frame is relative to
+            the audio before it, which per-frame statistics remove (a model trained with them learns far less: see
+            RESULTS.md, "Long audio").
         output_downsample_rate (`int`, *optional*, defaults to 1):
             Output rate reduction for language models: every `output_downsample_rate` frames after the Conformer are
             mean-pooled into one output frame (over valid frames only; a partial last window is pooled over the frames
@@ -315,9 +318,10 @@ class OmniAudioConfig(PreTrainedConfig):
                     f"attention_right_context must be in [0, attention_chunk_size={self.attention_chunk_size}] "
                     f"frames, got {self.attention_right_context}."
                 )
-        if self.tokenizer_norm_statistics not in ("clip", "frame"):
+        if self.tokenizer_norm_statistics not in ("clip", "causal", "frame"):
             raise ValueError(
-                f"tokenizer_norm_statistics must be 'clip' or 'frame', got {self.tokenizer_norm_statistics!r}."
+                "tokenizer_norm_statistics must be 'clip', 'causal' or 'frame', got "
+                f"{self.tokenizer_norm_statistics!r}."
             )
         if self.output_downsample_rate < 1:
             raise ValueError(f"output_downsample_rate must be >= 1, got {self.output_downsample_rate}.")

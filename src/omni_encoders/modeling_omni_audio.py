@@ -158,6 +158,8 @@ class OmniAudioStreamState:
     - `cache`: an [`OmniLatentCache`] with the K/V latents and rotary keys of the last `attention_left_chunks` chunks of
       every layer (`kv_lora_rank + qk_rope_head_dim` values per frame and layer);
     - `conv_inputs`: per layer, the last `conv_kernel_size - 1` inputs of the causal depthwise convolution;
+    - `tokenizer_norms`: with causal tokenizer norms, each layer's running sums ([`OmniCausalNormState`], two values
+      per channel group);
     - `unpooled [1, n, D]`: encoded frames waiting for a complete `output_downsample_rate` window.
     """
 
@@ -171,6 +173,7 @@ class OmniAudioStreamState:
         self.unpooled: torch.Tensor | None = None
         self.cache = OmniLatentCache()
         self.conv_inputs: list[torch.Tensor] = []
+        self.tokenizer_norms: list[OmniCausalNormState] = []
 
     def update_conv_inputs(self, hidden_states: torch.Tensor, layer_idx: int, context: int) -> torch.Tensor:
         """Prepend layer `layer_idx`'s last `context` depthwise-convolution inputs (zeros at the stream start) to
@@ -184,6 +187,7 @@ class OmniAudioStreamState:
     def memory_bytes(self) -> int:
         """Bytes held between pieces (the latent cache, convolution contexts and buffers)."""
         tensors = [*self.conv_inputs, self.samples, self.pending_frames, self.unpooled]
+        tensors += [norm.sums for norm in self.tokenizer_norms]
         return self.cache.memory_bytes() + sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
@@ -192,43 +196,125 @@ class OmniAudioStreamState:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+class OmniCausalNormState:
+    """What a causal tokenizer norm keeps between the calls of a stream ([`OmniAudioModel.encode_stream`]): the sum and
+    the sum of squares of every channel group over the frames of the stream counted so far.
+
+    The tokenizer sets `call_offset` (the stream index of the call's first frame) and `count_until` (the stream index up
+    to which the call's frames are final and join the sums) before each call; the call's frames before `counted` are
+    left over from the previous one and do not count again.
+    """
+
+    def __init__(self):
+        self.sums: torch.Tensor | None = None  # [1, G, 2] float64
+        self.counted = 0
+        self.call_offset = 0
+        self.count_until = 0
+
+
+# Frames per step of the causal norm's running sums: bounds their float64 buffers on long audio (a 10-minute clip has
+# 4.8 M frames at the first tokenizer layer).
+CAUSAL_NORM_BLOCK_FRAMES = 65536
+
+
 class OmniMaskedGroupNorm(nn.GroupNorm):
     """GroupNorm over frame-major `[B, T, C]` features whose statistics only count the valid time steps of each item.
 
-    Plain GroupNorm averages over the whole time axis, so the padding of a batch would shift the statistics of the
-    shorter clips. With `mask [B, T, 1]` (1 = valid) the mean and variance of every (item, group) come from that item's
-    valid steps alone; without a mask it is `nn.GroupNorm` (torch's fused kernel). With `per_frame=True` the statistics
-    of a group are taken within each time step instead (over the group's channels only), so a frame's output never
-    depends on other frames, as streaming needs. Statistics are computed in float32.
+    What the mean and variance of a channel group average over (`statistics`):
+
+    - `"clip"`: the group's channels over all valid steps of the item. Plain GroupNorm averages over the whole time
+      axis, so the padding of a batch would shift the statistics of the shorter clips: with `mask [B, T, 1]`
+      (1 = valid) they come from the item's valid steps alone; without a mask this is `nn.GroupNorm` (torch's fused
+      kernel).
+    - `"frame"`: the group's channels within each step, so a frame's output never depends on other frames.
+    - `"causal"`: the group's channels over the steps up to and including each step (running statistics), so a frame
+      depends on the past and never on the future, as streaming needs, while the level of the signal relative to what
+      came before (its loudness contour) survives. Valid steps are a prefix, so padding never reaches them.
+
+    Statistics are computed in float32 (the causal sums in float64).
     """
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, per_frame: bool = False):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, statistics: str = "clip"):
         super().__init__(num_groups, num_channels, eps=eps)
-        self.per_frame = per_frame
+        if statistics not in ("clip", "frame", "causal"):
+            raise ValueError(f"statistics must be 'clip', 'frame' or 'causal', got {statistics!r}.")
+        self.statistics = statistics
 
-    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`hidden_states [B, T, C]`, `mask [B, T, 1]` or None -> `[B, T, C]`."""
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        stream: OmniCausalNormState | None = None,
+    ) -> torch.Tensor:
+        """`hidden_states [B, T, C]`, `mask [B, T, 1]` or None -> `[B, T, C]`. `stream`: with causal statistics, the
+        running sums of the frames a stream has already seen (the call's frames continue them)."""
         batch, length, channels = hidden_states.shape
-        if self.per_frame:
+        if self.statistics == "frame":
             # A LayerNorm over each group's channels at every step: one fused pass over a free `[B, T, G, C / G]` view.
             grouped = hidden_states.reshape(batch, length, self.num_groups, -1)
             normed = nn.functional.layer_norm(grouped, grouped.shape[-1:], eps=self.eps)
             normed = normed.reshape(batch, length, channels)
-            return torch.addcmul(self.bias, normed, self.weight) if self.affine else normed
-        if mask is None:
+        elif self.statistics == "causal":
+            normed = self._causal_normalise(hidden_states, stream)
+        elif mask is None:
             # torch's fused kernel on the channels-last `[B, C, 1, T]` view of the frame-major memory (no copy)
             normed = nn.functional.group_norm(
                 hidden_states.transpose(1, 2).unsqueeze(2), self.num_groups, self.weight, self.bias, self.eps
             )
             return normed.squeeze(2).transpose(1, 2)
-        grouped = hidden_states.float().reshape(batch, length, self.num_groups, -1)
-        weights = mask.float().reshape(batch, length, 1, 1)
-        count = weights.sum(dim=1, keepdim=True).clamp(min=1) * grouped.shape[-1]
-        mean = (grouped * weights).sum(dim=(1, 3), keepdim=True) / count
-        variance = ((grouped - mean).square() * weights).sum(dim=(1, 3), keepdim=True) / count
-        normed = ((grouped - mean) * torch.rsqrt(variance + self.eps)).reshape(batch, length, channels)
-        normed = normed.to(hidden_states.dtype)
+        else:
+            grouped = hidden_states.float().reshape(batch, length, self.num_groups, -1)
+            weights = mask.float().reshape(batch, length, 1, 1)
+            count = weights.sum(dim=1, keepdim=True).clamp(min=1) * grouped.shape[-1]
+            mean = (grouped * weights).sum(dim=(1, 3), keepdim=True) / count
+            variance = ((grouped - mean).square() * weights).sum(dim=(1, 3), keepdim=True) / count
+            normed = ((grouped - mean) * torch.rsqrt(variance + self.eps)).reshape(batch, length, channels)
+            normed = normed.to(hidden_states.dtype)
         return torch.addcmul(self.bias, normed, self.weight) if self.affine else normed
+
+    def _causal_normalise(self, hidden_states: torch.Tensor, stream: OmniCausalNormState | None) -> torch.Tensor:
+        """Normalise step `t` by the statistics of steps `<= t` (of the whole stream with `stream`), block by block
+        of `CAUSAL_NORM_BLOCK_FRAMES` steps, each block's running sums continuing the last one's."""
+        batch, length, channels = hidden_states.shape
+        group_size = channels // self.num_groups
+        offset, first = 0, 0  # the stream index of step 0; the first step that counts (earlier ones are stale)
+        carry = hidden_states.new_zeros(batch, 2, self.num_groups, 1, dtype=torch.float64)
+        if stream is not None:
+            offset, first = stream.call_offset, stream.counted - stream.call_offset
+            if stream.sums is not None:
+                carry = carry + stream.sums
+        normed = torch.empty_like(hidden_states)
+        for begin in range(0, length, CAUSAL_NORM_BLOCK_FRAMES):
+            block = hidden_states[:, begin : begin + CAUSAL_NORM_BLOCK_FRAMES].float()
+            sums = self._group_sums(block)  # [B, 2, G, t]
+            if begin < first:
+                sums[..., : first - begin] = 0
+            running = sums.cumsum(dim=-1, dtype=torch.float64) + carry
+            carry = running[..., -1:]
+            steps = torch.arange(begin, begin + block.shape[1], device=block.device)
+            count = (offset + steps + 1) * group_size
+            mean = running[:, 0] / count
+            scale = torch.rsqrt((running[:, 1] / count - mean.square()).clamp(min=0) + self.eps)
+            # (x - mean) * scale as one pass, x * scale + (-mean * scale), with both per (step, group): `[B, t, G, 1]`
+            shift = (-mean * scale).float().mT.contiguous()[..., None]
+            scale = scale.float().mT.contiguous()[..., None]
+            grouped = block.view(batch, -1, self.num_groups, group_size)
+            normed[:, begin : begin + block.shape[1]] = torch.addcmul(shift, grouped, scale).reshape(block.shape)
+        if stream is not None:
+            final = hidden_states[:, max(first, 0) : stream.count_until - offset].float()
+            final_sums = self._group_sums(final).sum(dim=-1, keepdim=True, dtype=torch.float64)
+            stream.sums = final_sums if stream.sums is None else stream.sums + final_sums
+            stream.counted = max(stream.counted, stream.count_until)
+        return normed
+
+    def _group_sums(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """float32 `[B, t, C]` -> the sum and the sum of squares of each step over each group's channels,
+        `[B, 2, G, t]`: two small matrix products with the `[G, C]` group indicator, time on the last (contiguous) axis
+        for the running sums."""
+        groups = torch.arange(self.num_channels, device=hidden_states.device) // (self.num_channels // self.num_groups)
+        indicator = (groups == torch.arange(self.num_groups, device=groups.device)[:, None]).float()
+        with torch.autocast(hidden_states.device.type, enabled=False):  # the sums stay float32 under autocast
+            return torch.stack([indicator @ hidden_states.mT, indicator @ hidden_states.square().mT], dim=1)
 
 
 class OmniFrameMajorConv1d(nn.Conv1d):
@@ -279,7 +365,7 @@ class OmniAudioConvLayer(nn.Module):
         stride: int,
         num_groups: int,
         eps: float,
-        norm_per_frame: bool = False,
+        norm_statistics: str = "clip",
     ):
         super().__init__()
         self.stride = stride
@@ -287,12 +373,18 @@ class OmniAudioConvLayer(nn.Module):
         left = (kernel_size - 1) // 2
         self.padding = (left, kernel_size - stride - left)
         self.conv = OmniFrameMajorConv1d(in_channels, out_channels, kernel_size, stride=stride)
-        self.norm = OmniMaskedGroupNorm(num_groups, out_channels, eps=eps, per_frame=norm_per_frame)
+        self.norm = OmniMaskedGroupNorm(num_groups, out_channels, eps=eps, statistics=norm_statistics)
         self.activation = activation("silu", owner=self, producer="norm")
 
-    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        norm_stream: OmniCausalNormState | None = None,
+    ) -> torch.Tensor:
         """`hidden_states [B, L, C_in]` (zero beyond each item's length), `mask [B, L // stride, 1]` of the output ->
-        `[B, L // stride, C_out]`.
+        `[B, L // stride, C_out]`. `norm_stream`: a causal norm's running sums over a stream (see
+        [`OmniMaskedGroupNorm`]).
 
         The features stay frame-major from layer to layer (see [`OmniFrameMajorConv1d`]).
         """
@@ -305,7 +397,7 @@ class OmniAudioConvLayer(nn.Module):
                 hidden_states = self.conv(hidden_states.float())
         else:
             hidden_states = self.conv(hidden_states)
-        hidden_states = self.activation(self.norm(hidden_states, mask))
+        hidden_states = self.activation(self.norm(hidden_states, mask, norm_stream))
         return hidden_states if mask is None else hidden_states * mask
 
 
@@ -395,7 +487,7 @@ class OmniAudioWaveformTokenizer(nn.Module):
                     stride,
                     config.tokenizer_norm_groups,
                     config.layer_norm_eps,
-                    norm_per_frame=config.tokenizer_norm_statistics == "frame",
+                    norm_statistics=config.tokenizer_norm_statistics,
                 )
                 for c_in, c_out, kernel, stride in zip(
                     in_channels, config.tokenizer_channels, config.tokenizer_kernel_sizes, config.tokenizer_strides
@@ -438,13 +530,30 @@ class OmniAudioWaveformTokenizer(nn.Module):
         _, multiplier, left, _ = self.receptive_field()[0]
         return max(0, multiplier * frame - left)
 
+    def start_stream_call(
+        self, norm_states: list[OmniCausalNormState], sample_start: int, frames_end: int
+    ) -> list[OmniCausalNormState]:
+        """Prepare the causal norms' stream states (one per layer, created on the first call) for a call on the samples
+        from stream sample `sample_start` on, after which the stream's first `frames_end` output frames are final:
+        every layer's frames that those frames read are final too, and join its running sums."""
+        if not norm_states:
+            norm_states.extend(OmniCausalNormState() for _ in self.conv_layers)
+        for state, (steps, multiplier, left, _) in zip(norm_states, self.receptive_field()[1:]):
+            state.call_offset = sample_start // steps
+            state.count_until = max(0, multiplier * frames_end - left)
+        return norm_states
+
     def forward(
-        self, input_values: torch.Tensor, sample_lengths: torch.Tensor | None = None
+        self,
+        input_values: torch.Tensor,
+        sample_lengths: torch.Tensor | None = None,
+        norm_states: list[OmniCausalNormState] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.LongTensor | None, torch.Tensor | None]:
         """
         Args:
             input_values: `[B, S]` waveforms.
             sample_lengths: `[B]` valid samples per clip (None: all valid).
+            norm_states: with causal norms, one running state per layer over a stream (see `start_stream_call`).
 
         Returns:
             `(features [B, S // 64, D], frame mask [B, S // 64] or None, codes or None, quantiser loss or None)`.
@@ -454,11 +563,15 @@ class OmniAudioWaveformTokenizer(nn.Module):
         mask = None
         if lengths is not None:
             hidden_states = hidden_states * lengths_to_mask(lengths, hidden_states.shape[1])[..., None]
-        for layer in self.conv_layers:
+        for index, layer in enumerate(self.conv_layers):
             if lengths is not None:
                 lengths = audio_frame_lengths(lengths, layer.stride)
                 mask = lengths_to_mask(lengths, hidden_states.shape[1] // layer.stride)[..., None]
-            hidden_states = layer(hidden_states, mask.to(hidden_states.dtype) if mask is not None else None)
+            hidden_states = layer(
+                hidden_states,
+                mask.to(hidden_states.dtype) if mask is not None else None,
+                norm_states[index] if norm_states is not None else None,
+            )
         features = self.output_proj(hidden_states)
         frame_mask = None if mask is None else mask[..., 0]
         if frame_mask is not None:
@@ -904,8 +1017,13 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
             needs.append("no look-ahead (attention_right_context=0)")
         if not config.conv_module_causal:
             needs.append("a causal convolution module (conv_module_causal=True)")
-        if config.tokenizer_norm_statistics != "frame":
-            needs.append('per-frame tokenizer norms (tokenizer_norm_statistics="frame")')
+        if config.tokenizer_norm_statistics == "clip":
+            needs.append('causal or per-frame tokenizer norms (tokenizer_norm_statistics="causal" or "frame")')
+        elif config.tokenizer_norm_statistics == "causal" and any(
+            multiplier > left + right + 1 for _, multiplier, left, right in self.waveform_tokenizer.receptive_field()
+        ):
+            # a layer frame read by no output frame could still wait for audio when the frames around it are final
+            needs.append("tokenizer kernels at least as wide as their strides (causal norms count every layer frame)")
         if needs:
             raise ValueError(
                 "encode_stream gives exactly the offline forward's frames only for a model whose frames depend on "
@@ -928,7 +1046,8 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         `output_downsample_rate` as windows complete. The last, partial chunk is encoded when the pieces end.
 
         It needs a config whose frames depend on bounded past and no future audio: `attention_chunk_size` set,
-        `attention_right_context=0`, `conv_module_causal=True` and `tokenizer_norm_statistics="frame"`.
+        `attention_right_context=0`, `conv_module_causal=True` and `tokenizer_norm_statistics="causal"` (or
+        `"frame"`).
 
         Args:
             audio_pieces (iterable of `torch.Tensor` or `np.ndarray` of shape `(num_samples,)`):
@@ -946,7 +1065,7 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         >>> from omni_encoders import OmniAudioConfig, OmniAudioModel
         >>> config = OmniAudioConfig(
         ...     attention_chunk_size=50, attention_left_chunks=4, conv_module_causal=True,
-        ...     tokenizer_norm_statistics="frame", num_hidden_layers=2, hidden_size=256, qk_rope_head_dim=16,
+        ...     tokenizer_norm_statistics="causal", num_hidden_layers=2, hidden_size=256, qk_rope_head_dim=16,
         ...     intermediate_size=512,
         ... )
         >>> model = OmniAudioModel(config).eval()
@@ -996,7 +1115,10 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
             and frames_end > state.tokenized_frames
             and state.samples.shape[0] >= samples_per_frame
         ):
-            features, _, _, _ = tokenizer(state.samples[None])
+            norm_states = None
+            if config.tokenizer_norm_statistics == "causal":
+                norm_states = tokenizer.start_stream_call(state.tokenizer_norms, state.sample_start, frames_end)
+            features, _, _, _ = tokenizer(state.samples[None], norm_states=norm_states)
             offset = state.sample_start // samples_per_frame
             new_frames = features[:, state.tokenized_frames - offset : frames_end - offset]
             state.tokenized_frames = frames_end
@@ -1230,6 +1352,26 @@ class OmniAudioForCTC(OmniAudioPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    @torch.no_grad()
+    def stream_logits(
+        self, audio_pieces: Iterable[torch.Tensor], state: OmniAudioStreamState | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Streaming speech recognition: the CTC logits of one 16 kHz stream, piece by piece, as
+        [`OmniAudioModel.encode_stream`] yields its frames (it needs a streamable config; see there). Concatenated,
+        they are the logits of the offline forward on the whole audio.
+
+        Example (greedy decoding as the frames come; `processor` is the model's [`OmniAudioProcessor`]):
+
+        ```python
+        >>> ids = [logits.argmax(-1) for logits in model.stream_logits(microphone_pieces)]  # doctest: +SKIP
+        >>> processor.batch_decode(torch.cat(ids, dim=1))  # doctest: +SKIP
+        ```
+
+        Yields:
+            `torch.FloatTensor` of shape `(1, num_new_frames, vocab_size)`.
+        """
+        for frames in self.model.encode_stream(audio_pieces, state=state):
+            yield self.lm_head(frames)
 
     def _check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
         vocab_size = self.config.vocab_size
