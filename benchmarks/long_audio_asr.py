@@ -23,6 +23,9 @@ Two ways of transcribing:
   per call) and joins the logits of the chunks' centres before decoding.
 - One forward call on the whole file (`--one-forward`; `auto`: when the model's config has chunked attention, whose
   time and memory grow linearly with the audio), decoded greedily as the pipeline decodes.
+- Streaming (`--stream`; `auto`: when the model's config can stream, see `OmniAudioModel.encode_stream`): the file's
+  samples fed to `OmniAudioForCTC.stream_logits` in pieces of `--piece-ms`, as a live stream would give them (so
+  without the feature extractor's normalisation over the whole clip), the logits decoded greedily as they come.
 
 Each is timed after a warm-up call on a few seconds; the real-time factor (RTF) is the time over the audio duration.
 """
@@ -117,6 +120,15 @@ def transcribe_in_one_forward(asr, audio: np.ndarray) -> str:
     return asr.tokenizer.batch_decode(ids)[0]
 
 
+def transcribe_stream(asr, audio: np.ndarray, piece_samples: int) -> str:
+    """The file as a stream of `piece_samples`-sample pieces through `stream_logits`, decoded greedily as the
+    logits come."""
+    model = asr.model
+    pieces = torch.from_numpy(audio).to(model.dtype).split(piece_samples)
+    ids = [logits.argmax(-1) for logits in model.stream_logits(pieces)]
+    return asr.tokenizer.batch_decode(torch.cat(ids, dim=1))[0]
+
+
 def report(name: str, transcript: str, reference: str, seconds: float, wall: float, cpu: float, **extra) -> dict:
     cer = metrics.load("cer").compute(predictions=[transcript], references=[reference])["cer"]
     row = {
@@ -192,6 +204,16 @@ def run(args: argparse.Namespace) -> list[dict]:
             "(no one-forward transcription: the model has full attention, quadratic in the audio; --one-forward on "
             "runs it anyway)"
         )
+
+    streamable = chunked and config.attention_right_context == 0 and config.conv_module_causal and (
+        config.tokenizer_norm_statistics != "clip"
+    )  # fmt: skip
+    if args.stream == "on" or (args.stream == "auto" and streamable):
+        piece = int(args.piece_ms * SAMPLING_RATE / 1000)
+        transcribe_stream(asr, audio[: 5 * SAMPLING_RATE], piece)  # warm-up
+        transcript, wall, cpu = timed(lambda: transcribe_stream(asr, audio, piece))
+        rows.append(report(f"stream, {args.piece_ms:g} ms pieces", transcript, reference, seconds, wall, cpu,
+                           piece_ms=args.piece_ms))  # fmt: skip
     for row in rows:
         row.update(model=args.model, minutes=round(seconds / 60, 3), utterances=utterances, split=args.split,
                    attention=attention, load=f"{load_before} -> {load_average()}")  # fmt: skip
@@ -222,6 +244,11 @@ def main(argv=None):
         "--one-forward", choices=["auto", "on", "off"], default="auto",
         help="also transcribe the file in one forward call (auto: when the model has chunked attention)",
     )  # fmt: skip
+    parser.add_argument(
+        "--stream", choices=["auto", "on", "off"], default="auto",
+        help="also transcribe the file as a stream (auto: when the model's config can stream)",
+    )  # fmt: skip
+    parser.add_argument("--piece-ms", type=float, default=100.0, help="the stream's piece length, in milliseconds")
     data = parser.add_argument_group("data (pass what the model was trained on; defaults: the CTC recipe's)")
     data.add_argument("--utterances-per-voice", type=int, default=40)
     data.add_argument("--num-voices", type=int, default=None)

@@ -29,7 +29,10 @@ Long audio (README, "Long audio"): `--attention_chunk_size 25 --attention_left_c
 `--output_downsample_rate 2` pools the Conformer's output to 12.5 frames/s. CTC needs at least as many frames as labels
 plus repeated labels: at 12.5 frames/s the fastest string of the data (about 0.16 s per digit) still has 1.6 times
 that, while at 6.25 frames/s (`4`) a few strings have fewer frames than their labels need. Use a rate of 2 at most with
-640 samples per frame.
+640 samples per frame. `--utterances_per_clip 4` trains on clips of 4 utterances joined with 0.3 s of silence (a
+model for long files should hear more than one utterance per clip), and for a streamable model add
+`--conv_module_causal true --tokenizer_norm_statistics causal` (its frames then depend on no future audio, as
+`OmniAudioForCTC.stream_logits` needs).
 
 `docs/RESULTS.md` lists the commands, times and error rates measured.
 """
@@ -45,7 +48,7 @@ from datasets import concatenate_datasets
 from transformers import AutoModelForCTC, AutoProcessor, Trainer, TrainingArguments
 
 from omni_encoders import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioForCTC, OmniAudioProcessor
-from omni_encoders.data import DIGIT_WORDS, build_spoken_digit_strings, build_spoken_digits
+from omni_encoders.data import DIGIT_WORDS, build_spoken_digit_strings, build_spoken_digits, join_utterances
 from omni_encoders.training import CTCCollator, audio_lengths, ctc_argmax, ctc_metrics
 from recipe_utils import (
     AudioModelArguments,
@@ -113,6 +116,15 @@ class DataArguments(SpeechDataArguments):
             "all-blank start. 0: digit strings only."
         },
     )
+    utterances_per_clip: int = field(
+        default=1,
+        metadata={
+            "help": "Join this many training utterances (a seeded random order) into each training clip, with "
+            "`utterance_gap_s` of silence between them and their transcripts joined: clips like a long recording, for "
+            "a model meant for long files or streams. The held-out sets stay single utterances."
+        },
+    )
+    utterance_gap_s: float = field(default=0.3, metadata={"help": "Silence between joined utterances, in seconds."})
 
 
 def vocabulary(text_column: str) -> str:
@@ -142,6 +154,10 @@ def make_trainer(
         train_dataset = concatenate_datasets([train_dataset, digits["train"].remove_columns("label")])
         train_dataset.set_format("numpy", columns=["audio"], output_all_columns=True)
     train_dataset = select_first(train_dataset, data_args.max_train_samples)
+    if data_args.utterances_per_clip > 1:
+        train_dataset = join_utterances(
+            train_dataset, data_args.utterances_per_clip, data_args.utterance_gap_s, seed=training_args.seed
+        )
     # The lengths `group_by_length` batches by (read once here instead of from every clip at each epoch).
     length = training_args.length_column_name
     train_dataset = train_dataset.add_column(length, audio_lengths(train_dataset))

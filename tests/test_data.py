@@ -353,3 +353,27 @@ def test_verification_trials(spoken_digits):
     assert make_verification_trials(speakers, num_trials=40, seed=0)["test"] == trials["test"]
     with pytest.raises(ValueError, match="two speakers"):
         make_verification_trials([0, 0, 0])
+
+
+def test_join_utterances_makes_long_clips_with_gaps_and_joined_transcripts():
+    from datasets import Dataset
+
+    from omni_encoders.data import join_utterances
+
+    rows = [np.full(100 * (i + 1), i + 1, dtype=np.float32) for i in range(5)]  # utterance i: 100 (i + 1) samples
+    dataset = Dataset.from_dict({
+        "audio": [{"array": row, "sampling_rate": 16000} for row in rows],
+        "digits": [str(i + 1) for i in range(5)], "text": ["one", "two", "three", "four", "five"],
+    })  # fmt: skip
+    joined = join_utterances(dataset, utterances_per_clip=2, gap_s=0.01, seed=3)
+    assert len(joined) == 3  # 2 + 2 + 1
+    assert "".join(sorted("".join(joined["digits"]))) == "12345"
+    for clip in joined:
+        audio, digits = clip["audio"]["array"], clip["digits"]
+        expected = [np.zeros(160, np.float32)] * (2 * len(digits) - 1)
+        expected[::2] = [rows[int(digit) - 1] for digit in digits]
+        np.testing.assert_array_equal(audio, np.concatenate(expected))  # utterance, 10 ms of silence, utterance
+        assert clip["text"].split() == [dataset["text"][int(digit) - 1] for digit in digits]
+    assert joined["digits"] == join_utterances(dataset, 2, 0.01, seed=3)["digits"]  # seeded
+    with pytest.raises(ValueError, match="utterances_per_clip must be >= 1"):
+        join_utterances(dataset, 0)

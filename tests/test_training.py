@@ -589,26 +589,36 @@ def test_ctc_recipe_trains_with_chunked_attention_at_a_reduced_rate(tmp_path, ca
     assert [config[name] for name in long_audio] == [25, 1, 0, 2]
 
 
-def test_ctc_recipe_trains_a_streamable_model(tmp_path, cache_dir, one_thread):
-    """`--conv_module_causal true --tokenizer_norm_statistics frame` with chunked attention: the saved model streams,
-    `encode_stream` on a held-out clip giving its offline frames."""
+def test_ctc_recipe_trains_a_streamable_model_on_joined_utterances(tmp_path, cache_dir, one_thread):
+    """`--conv_module_causal true --tokenizer_norm_statistics causal` with chunked attention and `--utterances_per_clip
+    3`: the model trains on clips of 3 utterances, and the saved model streams (`stream_logits` on a held-out clip gives
+    its offline logits)."""
     from omni_encoders import OmniAudioForCTC
     from omni_encoders.data import build_spoken_digit_strings
 
     recipe = TINY_RECIPES["speech_recognition_ctc"]
     output_dir = tmp_path / "streamable"
-    load_recipe(recipe.script).main(recipe_args(
+    module = load_recipe(recipe.script)
+    args = recipe_args(
         recipe, output_dir, cache_dir, "--attention_chunk_size", "10", "--conv_module_causal", "true",
-        "--tokenizer_norm_statistics", "frame", "--max_steps", "3", "--save_strategy", "no", "--do_eval", "false",
-    ))  # fmt: skip
+        "--tokenizer_norm_statistics", "causal", "--utterances_per_clip", "3", "--max_steps", "3", "--save_strategy",
+        "no", "--do_eval", "false",
+    )  # fmt: skip
+    model_args, data_args, training_args = module.start_recipe(
+        (module.AudioModelArguments, module.DataArguments, module.TrainingArguments), module.TRAINING_DEFAULTS, args,
+        keep_raw_columns=True,
+    )  # fmt: skip
+    train_dataset = module.make_trainer(model_args, data_args, training_args).train_dataset
+    assert max(len(digits) for digits in train_dataset["digits"]) > TINY_STRINGS["max_digits"]
+    module.main(args)
     config = json.loads((output_dir / "config.json").read_text())
-    assert (config["conv_module_causal"], config["tokenizer_norm_statistics"]) == (True, "frame")
+    assert (config["conv_module_causal"], config["tokenizer_norm_statistics"]) == (True, "causal")
     model = OmniAudioForCTC.from_pretrained(output_dir).eval()
     clip = torch.tensor(build_spoken_digit_strings(**TINY_STRINGS, cache_dir=cache_dir)["test"][0]["audio"]["array"])
     clip = (clip - clip.mean()) / clip.std()
     with torch.no_grad():
-        offline = model.model(clip[None].float()).last_hidden_state
-    streamed = torch.cat(list(model.model.encode_stream(clip.float().split(1600))), dim=1)
+        offline = model(clip[None].float()).logits
+    streamed = torch.cat(list(model.stream_logits(clip.float().split(1600))), dim=1)
     assert streamed.shape == offline.shape and (streamed - offline).abs().max() < 1e-4
 
 

@@ -451,6 +451,37 @@ def build_spoken_digit_strings(
     )  # fmt: skip
 
 
+def join_utterances(dataset: Dataset, utterances_per_clip: int, gap_s: float = 0.3, seed: int = 0) -> Dataset:
+    """Clips like a long recording: the utterances of a `build_spoken_digits`/`build_spoken_digit_strings` split, in a
+    seeded random order, joined `utterances_per_clip` at a time (the last clip may hold fewer), with `gap_s` seconds
+    of silence between two utterances.
+
+    Returns a `Dataset` with the columns `audio` (`{"array", "sampling_rate"}`), `digits` (the digit strings joined
+    without separator, what a CTC model over digits outputs for the clip) and `text` (the words joined by spaces).
+    """
+    if utterances_per_clip < 1:
+        raise ValueError(f"utterances_per_clip must be >= 1, got {utterances_per_clip}.")
+    if gap_s < 0:
+        raise ValueError(f"gap_s must be >= 0 seconds, got {gap_s}.")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    gap = np.zeros(round(gap_s * SAMPLING_RATE), dtype=np.float32)
+    columns = dataset.select_columns(["audio", "digits", "text"]).with_format("numpy")[:]  # one read of the split
+    audio, digits, text = [], [], []
+    for start in range(0, len(order), utterances_per_clip):
+        group = order[start : start + utterances_per_clip]
+        pieces = [piece for index in group for piece in (gap, columns["audio"][index]["array"])][1:]
+        audio.append({"array": np.concatenate(pieces).astype(np.float32), "sampling_rate": SAMPLING_RATE})
+        digits.append("".join(columns["digits"][group]))
+        text.append(" ".join(columns["text"][group]))
+    features = Features(
+        {"audio": {"array": List(Value("float32")), "sampling_rate": Value("int32")}, "digits": Value("string"),
+         "text": Value("string")}
+    )  # fmt: skip
+    joined = Dataset.from_dict({"audio": audio, "digits": digits, "text": text}, features=features)
+    joined.set_format("numpy", columns=["audio"], output_all_columns=True)
+    return joined
+
+
 def make_verification_trials(speaker_ids: Sequence[int], num_trials: int = 2000, seed: int = 0) -> Dataset:
     """Speaker-verification trials over the utterances of a dataset split: pairs of distinct utterances, half of them
     by the same speaker (label 1, "target") and half by different speakers (label 0), drawn with a seed.
