@@ -31,8 +31,8 @@ plus repeated labels: at 12.5 frames/s the fastest string of the data (about 0.1
 that, while at 6.25 frames/s (`4`) a few strings have fewer frames than their labels need. Use a rate of 2 at most with
 640 samples per frame. `--utterances_per_clip 4` trains on clips of 4 utterances joined with 0.3 s of silence (a
 model for long files should hear more than one utterance per clip), and for a streamable model add
-`--conv_module_causal true --tokenizer_norm_statistics causal` (its frames then depend on no future audio, as
-`OmniAudioForCTC.stream_logits` needs).
+`--conv_module_causal true --tokenizer_norm_statistics causal --normalize_audio false` (its frames then depend on
+no future audio, as `OmniAudioForCTC.stream_logits` needs, and it hears raw samples as a stream gives them).
 
 `docs/RESULTS.md` lists the commands, times and error rates measured.
 """
@@ -125,6 +125,14 @@ class DataArguments(SpeechDataArguments):
         },
     )
     utterance_gap_s: float = field(default=0.3, metadata={"help": "Silence between joined utterances, in seconds."})
+    normalize_audio: bool | None = field(
+        default=None,
+        metadata={
+            "help": "The feature extractor's `do_normalize` (each clip to zero mean and unit variance over its valid "
+            "samples; default: true for a new model, the checkpoint's when fine-tuning). Train a model for streams "
+            "with false: `stream_logits` hears the raw samples, as a stream cannot be scaled by audio not yet heard."
+        },
+    )
 
 
 def vocabulary(text_column: str) -> str:
@@ -186,6 +194,8 @@ def make_trainer(
             eos_token_id=processor.tokenizer.eos_token_id,
         )
         model = OmniAudioForCTC(config)
+    if data_args.normalize_audio is not None:
+        processor.feature_extractor.do_normalize = data_args.normalize_audio
     logger.info(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     return Trainer(
         model=model,

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback, pipeline
+from transformers import AutoProcessor, TrainerCallback, pipeline
 
 from omni_encoders.data import build_digit_images, build_moving_digit_videos
 from omni_encoders.training import ImageClassificationTransform, VideoClassificationTransform, classification_metrics
@@ -590,9 +590,9 @@ def test_ctc_recipe_trains_with_chunked_attention_at_a_reduced_rate(tmp_path, ca
 
 
 def test_ctc_recipe_trains_a_streamable_model_on_joined_utterances(tmp_path, cache_dir, one_thread):
-    """`--conv_module_causal true --tokenizer_norm_statistics causal` with chunked attention and `--utterances_per_clip
-    3`: the model trains on clips of 3 utterances, and the saved model streams (`stream_logits` on a held-out clip gives
-    its offline logits)."""
+    """`--conv_module_causal true --tokenizer_norm_statistics causal --normalize_audio false` with chunked attention and
+    `--utterances_per_clip 3`: the model trains on clips of 3 utterances, and the saved model streams (`stream_logits`
+    on a held-out clip gives its offline logits, its processor leaving the samples as a stream gives them)."""
     from omni_encoders import OmniAudioForCTC
     from omni_encoders.data import build_spoken_digit_strings
 
@@ -601,8 +601,8 @@ def test_ctc_recipe_trains_a_streamable_model_on_joined_utterances(tmp_path, cac
     module = load_recipe(recipe.script)
     args = recipe_args(
         recipe, output_dir, cache_dir, "--attention_chunk_size", "10", "--conv_module_causal", "true",
-        "--tokenizer_norm_statistics", "causal", "--utterances_per_clip", "3", "--max_steps", "3", "--save_strategy",
-        "no", "--do_eval", "false",
+        "--tokenizer_norm_statistics", "causal", "--utterances_per_clip", "3", "--normalize_audio", "false",
+        "--max_steps", "3", "--save_strategy", "no", "--do_eval", "false",
     )  # fmt: skip
     model_args, data_args, training_args = module.start_recipe(
         (module.AudioModelArguments, module.DataArguments, module.TrainingArguments), module.TRAINING_DEFAULTS, args,
@@ -614,8 +614,11 @@ def test_ctc_recipe_trains_a_streamable_model_on_joined_utterances(tmp_path, cac
     config = json.loads((output_dir / "config.json").read_text())
     assert (config["conv_module_causal"], config["tokenizer_norm_statistics"]) == (True, "causal")
     model = OmniAudioForCTC.from_pretrained(output_dir).eval()
+    processor = AutoProcessor.from_pretrained(output_dir)
+    assert processor.feature_extractor.do_normalize is False
     clip = torch.tensor(build_spoken_digit_strings(**TINY_STRINGS, cache_dir=cache_dir)["test"][0]["audio"]["array"])
-    clip = (clip - clip.mean()) / clip.std()
+    inputs = processor(audio=clip.numpy(), sampling_rate=16000, return_tensors="pt")
+    assert torch.equal(inputs["input_values"][0], clip)  # no normalisation: what the stream hears
     with torch.no_grad():
         offline = model(clip[None].float()).logits
     streamed = torch.cat(list(model.stream_logits(clip.float().split(1600))), dim=1)
