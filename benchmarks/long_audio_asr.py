@@ -210,6 +210,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     )  # fmt: skip
     if args.stream == "on" or (args.stream == "auto" and streamable):
         piece = int(args.piece_ms * SAMPLING_RATE / 1000)
+        if asr.feature_extractor.do_normalize:
+            print(
+                "NOTE: the model's feature extractor normalises each clip by its own statistics, which a stream cannot "
+                "know: the stream hears the raw samples, unlike the other paths (train with --normalize_audio false)."
+            )
         transcribe_stream(asr, audio[: 5 * SAMPLING_RATE], piece)  # warm-up
         transcript, wall, cpu = timed(lambda: transcribe_stream(asr, audio, piece))
         rows.append(report(f"stream, {args.piece_ms:g} ms pieces", transcript, reference, seconds, wall, cpu,

@@ -317,15 +317,33 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
             return torch.stack([indicator @ hidden_states.mT, indicator @ hidden_states.square().mT], dim=1)
 
 
+# Input channels below which the tokenizer's bfloat16 CPU convolutions avoid oneDNN (see OmniFrameMajorConv1d): the
+# wrong outputs were seen with 8, 16 and 24 input channels and kernels of 4 and 8, never with 32 or more.
+NARROW_BF16_CHANNELS = 32
+
+
 class OmniFrameMajorConv1d(nn.Conv1d):
     """`nn.Conv1d` (the same parameters and state dict) on frame-major features: `[B, L, C_in]` -> `[B, L_out, C_out]`.
 
     It runs as a channels-last 2D convolution on the `[B, C, 1, L]` view of the frame-major memory, which oneDNN reads
     and writes as it is: `Conv1d` on `[B, C, L]` converts its input and output to and from its blocked layout at every
     call, which took half of the waveform tokenizer's time, and more than that on long audio.
+
+    In bfloat16 on the CPU a layer with fewer than `NARROW_BF16_CHANNELS` input channels runs as a matrix product over
+    its input windows instead (`unfold`, then `linear`): PyTorch 2.13's oneDNN bfloat16 convolution returns wrong
+    outputs (errors as large as the outputs) for some such layers and input lengths on AMX CPUs, e.g. 16 input
+    channels, kernel 8, stride 4 and a length divisible by 4. Narrow layers cost little either way.
     """
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if (
+            hidden_states.dtype == torch.bfloat16
+            and hidden_states.device.type == "cpu"
+            and self.in_channels < NARROW_BF16_CHANNELS
+            and (self.groups, self.dilation[0], self.padding[0]) == (1, 1, 0)
+        ):
+            windows = hidden_states.unfold(1, self.kernel_size[0], self.stride[0])  # [B, L_out, C_in, kernel]
+            return nn.functional.linear(windows.flatten(2), self.weight.flatten(1), self.bias)
         output = nn.functional.conv2d(
             hidden_states.transpose(1, 2).unsqueeze(2),
             self.weight.unsqueeze(2),
