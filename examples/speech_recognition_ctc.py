@@ -32,7 +32,9 @@ that, while at 6.25 frames/s (`4`) a few strings have fewer frames than their la
 640 samples per frame. `--utterances_per_clip 4` trains on clips of 4 utterances joined with 0.3 s of silence (a
 model for long files should hear more than one utterance per clip), and for a streamable model add
 `--conv_module_causal true --tokenizer_norm_statistics causal --normalize_audio false` (its frames then depend on
-no future audio, as `OmniAudioForCTC.stream_logits` needs, and it hears raw samples as a stream gives them).
+no future audio, as `OmniAudioForCTC.stream_logits` needs, and it hears raw samples as a stream gives them). Train
+such models by fine-tuning an offline one (`--model_name_or_path`, e.g. 7 epochs at `--learning_rate 1e-3`): from
+scratch, in this budget, CTC stays at its all-blank start with a causal model or with joined clips.
 
 `docs/RESULTS.md` lists the commands, times and error rates measured.
 """
