@@ -348,8 +348,8 @@ def test_frame_major_convolution_is_conv1d():
 
 @pytest.mark.parametrize("in_channels, kernel, stride", [(16, 8, 4), (8, 8, 2), (1, 7, 2), (32, 5, 2)])
 def test_frame_major_convolution_in_bfloat16(in_channels, kernel, stride):
-    """In bfloat16 the tokenizer's convolutions give `Conv1d`'s float32 outputs up to bf16 rounding, batched and at
-    every length, including the narrow layers that oneDNN's bf16 kernels get wrong on AMX CPUs (16 input channels,
+    """In bfloat16 (or under bf16 CPU autocast) the tokenizer's convolutions give `Conv1d`'s float32 outputs up to bf16
+    rounding, batched and at every length, including the narrow layers that oneDNN's bf16 kernels get wrong on AMX CPUs (16 input channels,
     kernel 8, stride 4, lengths divisible by 4: errors as large as the outputs)."""
     torch.manual_seed(0)
     conv = OmniFrameMajorConv1d(in_channels, 64, kernel_size=kernel, stride=stride)
@@ -357,10 +357,13 @@ def test_frame_major_convolution_in_bfloat16(in_channels, kernel, stride):
         x = torch.randn(2, length, in_channels)
         expected = conv(x)
         with torch.no_grad():
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # as in Trainer's evaluation with bf16=True
+                autocast = conv(x).float()
             got = conv.to(torch.bfloat16)(x.bfloat16()).float()
         conv.float()
-        assert got.shape == expected.shape
+        assert got.shape == autocast.shape == expected.shape
         assert max_abs_diff(got, expected) < 0.02 * expected.abs().max(), length
+        assert max_abs_diff(autocast, expected) < 0.02 * expected.abs().max(), length
 
 
 def test_speaker_encoder_embeds_a_reference_alone():

@@ -322,6 +322,14 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
 NARROW_BF16_CHANNELS = 32
 
 
+def bfloat16_on_cpu(hidden_states: torch.Tensor) -> bool:
+    """Whether a CPU convolution of `hidden_states` runs in bfloat16: a bf16 input, or CPU autocast to bf16 (which
+    casts the input inside the convolution, e.g. in `Trainer`'s evaluation with `bf16=True`)."""
+    if hidden_states.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 class OmniFrameMajorConv1d(nn.Conv1d):
     """`nn.Conv1d` (the same parameters and state dict) on frame-major features: `[B, L, C_in]` -> `[B, L_out, C_out]`.
 
@@ -337,10 +345,10 @@ class OmniFrameMajorConv1d(nn.Conv1d):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if (
-            hidden_states.dtype == torch.bfloat16
-            and hidden_states.device.type == "cpu"
+            hidden_states.device.type == "cpu"
             and self.in_channels < NARROW_BF16_CHANNELS
             and (self.groups, self.dilation[0], self.padding[0]) == (1, 1, 0)
+            and bfloat16_on_cpu(hidden_states)
         ):
             windows = hidden_states.unfold(1, self.kernel_size[0], self.stride[0])  # [B, L_out, C_in, kernel]
             return nn.functional.linear(windows.flatten(2), self.weight.flatten(1), self.bias)
