@@ -205,9 +205,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             "runs it anyway)"
         )
 
-    streamable = chunked and config.attention_right_context == 0 and config.conv_module_causal and (
-        config.tokenizer_norm_statistics != "clip"
-    )  # fmt: skip
+    streamable = not asr.model.model.streaming_requirements_missing()
     if args.stream == "on" or (args.stream == "auto" and streamable):
         piece = int(args.piece_ms * SAMPLING_RATE / 1000)
         if asr.feature_extractor.do_normalize:

@@ -206,7 +206,7 @@ class OmniCausalNormState:
     """
 
     def __init__(self):
-        self.sums: torch.Tensor | None = None  # [1, G, 2] float64
+        self.sums: torch.Tensor | None = None  # [1, 2, G, 1] float64: sums and sums of squares
         self.counted = 0
         self.call_offset = 0
         self.count_until = 0
@@ -277,10 +277,12 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
         of `CAUSAL_NORM_BLOCK_FRAMES` steps, each block's running sums continuing the last one's."""
         batch, length, channels = hidden_states.shape
         group_size = channels // self.num_groups
-        offset, first = 0, 0  # the stream index of step 0; the first step that counts (earlier ones are stale)
+        # the stream index of step 0; the first step that counts (earlier ones are stale); the end of the final steps
+        offset, first, final_end = 0, 0, 0
         carry = hidden_states.new_zeros(batch, 2, self.num_groups, 1, dtype=torch.float64)
         if stream is not None:
             offset, first = stream.call_offset, stream.counted - stream.call_offset
+            final_end = stream.count_until - offset
             if stream.sums is not None:
                 carry = carry + stream.sums
         normed = torch.empty_like(hidden_states)
@@ -291,6 +293,9 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
                 sums[..., : first - begin] = 0
             running = sums.cumsum(dim=-1, dtype=torch.float64) + carry
             carry = running[..., -1:]
+            if first < final_end and begin < final_end <= begin + block.shape[1]:
+                # the stream's sums up to its last final step (a copy: a view would keep the block's buffer alive)
+                stream.sums = running[..., final_end - 1 - begin : final_end - begin].clone()
             steps = torch.arange(begin, begin + block.shape[1], device=block.device)
             count = (offset + steps + 1) * group_size
             mean = running[:, 0] / count
@@ -301,9 +306,6 @@ class OmniMaskedGroupNorm(nn.GroupNorm):
             grouped = block.view(batch, -1, self.num_groups, group_size)
             normed[:, begin : begin + block.shape[1]] = torch.addcmul(shift, grouped, scale).reshape(block.shape)
         if stream is not None:
-            final = hidden_states[:, max(first, 0) : stream.count_until - offset].float()
-            final_sums = self._group_sums(final).sum(dim=-1, keepdim=True, dtype=torch.float64)
-            stream.sums = final_sums if stream.sums is None else stream.sums + final_sums
             stream.counted = max(stream.counted, stream.count_until)
         return normed
 
@@ -1035,7 +1037,9 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
             raise ValueError("This model has no quantizer (config.use_quantizer=False).")
         return self.waveform_tokenizer.quantizer.decode(audio_codes)
 
-    def _check_streamable(self) -> None:
+    def streaming_requirements_missing(self) -> list[str]:
+        """What this model's config lacks for [`encode_stream`] (empty when it can stream): frames that depend on
+        bounded past and no future audio."""
         config, needs = self.config, []
         if config.attention_chunk_size is None:
             needs.append("chunked attention (attention_chunk_size)")
@@ -1050,6 +1054,10 @@ class OmniAudioModel(OmniAudioPreTrainedModel):
         ):
             # a layer frame read by no output frame could still wait for audio when the frames around it are final
             needs.append("tokenizer kernels at least as wide as their strides (causal norms count every layer frame)")
+        return needs
+
+    def _check_streamable(self) -> None:
+        needs = self.streaming_requirements_missing()
         if needs:
             raise ValueError(
                 "encode_stream gives exactly the offline forward's frames only for a model whose frames depend on "
