@@ -196,6 +196,13 @@ def make_trainer(
             eos_token_id=processor.tokenizer.eos_token_id,
         )
         model = OmniAudioForCTC(config)
+        if config.conv_module_causal and config.tokenizer_norm_statistics != "clip":
+            logger.warning(
+                "Training a causal (streamable) model from scratch: in this recipe's budget such runs stayed at CTC's "
+                "all-blank start or reached a CER of 0.6 at best (docs/RESULTS.md, 'Long audio'). Train the model "
+                "offline first (without --conv_module_causal and --tokenizer_norm_statistics), then fine-tune it into "
+                "this configuration with --model_name_or_path."
+            )
     if data_args.normalize_audio is not None:
         processor.feature_extractor.do_normalize = data_args.normalize_audio
     logger.info(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -589,10 +590,11 @@ def test_ctc_recipe_trains_with_chunked_attention_at_a_reduced_rate(tmp_path, ca
     assert [config[name] for name in long_audio] == [25, 1, 0, 2]
 
 
-def test_ctc_recipe_trains_a_streamable_model_on_joined_utterances(tmp_path, cache_dir, one_thread):
+def test_ctc_recipe_trains_a_streamable_model_on_joined_utterances(tmp_path, cache_dir, one_thread, caplog):
     """`--conv_module_causal true --tokenizer_norm_statistics causal --normalize_audio false` with chunked attention and
     `--utterances_per_clip 3`: the model trains on clips of 3 utterances, and the saved model streams (`stream_logits`
-    on a held-out clip gives its offline logits, its processor leaving the samples as a stream gives them)."""
+    on a held-out clip gives its offline logits, its processor leaving the samples as a stream gives them). Built from
+    scratch, the recipe warns that such a model should be fine-tuned from an offline one instead."""
     from omni_encoders import OmniAudioForCTC
     from omni_encoders.data import build_spoken_digit_strings
 
@@ -608,7 +610,9 @@ def test_ctc_recipe_trains_a_streamable_model_on_joined_utterances(tmp_path, cac
         (module.AudioModelArguments, module.DataArguments, module.TrainingArguments), module.TRAINING_DEFAULTS, args,
         keep_raw_columns=True,
     )  # fmt: skip
-    train_dataset = module.make_trainer(model_args, data_args, training_args).train_dataset
+    with caplog.at_level(logging.WARNING):
+        train_dataset = module.make_trainer(model_args, data_args, training_args).train_dataset
+    assert "Training a causal (streamable) model from scratch" in caplog.text
     assert max(len(digits) for digits in train_dataset["digits"]) > TINY_STRINGS["max_digits"]
     module.main(args)
     config = json.loads((output_dir / "config.json").read_text())
