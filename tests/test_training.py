@@ -799,12 +799,15 @@ def test_tour_encoding_steps_at_small_size(tmp_path, monkeypatch, capsys):
     from omni_encoders import cli
 
     monkeypatch.setenv("OMNI_ENCODERS_CACHE", str(tmp_path / "cache"))
-    assert cli.main(["--size", "small", "--steps", "vision,video,audio,tts"]) == 0
+    assert cli.main(["--size", "small", "--steps", "vision,video,audio,long-audio,tts"]) == 0
     output = capsys.readouterr().out
-    assert output.count("outputs finite: True") == 3
+    assert output.count("outputs finite: True") == 4
     assert "pixel_values (1, 3, 224, 224) -> TiTok tokens (1, 64, 192)" in output
     assert "frame_mask [[1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0, 0]]" in output
     assert "(L2 norms [1.0, 1.0])" in output and "streaming: 4 chunks" in output
+    # long audio: 25 frames/s out, the first ones once a 1 s chunk (and the tokenizer's context) is in, as offline
+    offline = re.search(r"offline: frames \(1, (\d+), 256\) \(25 frames/s", output)
+    assert offline and f"first frames after 1.10 s of audio, frames (1, {offline[1]}, 256)" in output
     steps = [line for line in output.splitlines() if line.startswith("train step")]
     losses = [float(line.split(": loss ")[1].split()[0]) for line in steps]
     assert len(losses) == 5 and losses[-1] < losses[0]

@@ -3,6 +3,7 @@
 
     omni-encoders                  # the whole tour (same as `omni-encoders tour`)
     omni-encoders tour --steps vision
+    omni-encoders tour --steps long-audio      # the audio encoder offline and as a stream, on 24 s of speech
     omni-encoders tour --steps train-vision --output-dir digits-classifier
     omni-encoders tour --steps train-omni      # a small omni-modal LLM: images, videos and speech in, text out
     omni-encoders encode-image photo.jpg --size full
@@ -101,19 +102,25 @@ def synthesize_speech(text: str, voice: str = "en-us", pitch: int = 50) -> tuple
         return soundfile.read(path, dtype="float32")
 
 
+def audio_config(size: str = "full", **options):
+    """The tour's audio encoder config: the spec's model (`size="full"`) or a small one, with `options` on top."""
+    from . import OmniAudioConfig
+
+    if size == "full":
+        return OmniAudioConfig(**options)
+    return OmniAudioConfig(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, kv_lora_rank=64, qk_rope_head_dim=32,
+        intermediate_size=1024, tokenizer_channels=[32, 64, 64, 128, 128, 256], speaker_hidden_size=128,
+        speaker_embedding_size=128, speaker_num_lstm_layers=2, **options,
+    )  # fmt: skip
+
+
 def encode_audio(waveforms: list, sampling_rate: int, size: str = "full", dtype: torch.dtype = torch.float32) -> dict:
     """Encode `waveforms` (the first for the encoder, all of them as speaker references) with a randomly initialised
     audio encoder with residual quantisation (`size="full"`: the spec's model) and return shapes and timings."""
-    from . import OmniAudioConfig, OmniAudioFeatureExtractor, OmniAudioModel
+    from . import OmniAudioFeatureExtractor, OmniAudioModel
 
-    if size == "full":
-        config = OmniAudioConfig(use_quantizer=True)
-    else:
-        config = OmniAudioConfig(
-            use_quantizer=True, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, kv_lora_rank=64,
-            qk_rope_head_dim=32, intermediate_size=1024, tokenizer_channels=[32, 64, 64, 128, 128, 256],
-            speaker_hidden_size=128, speaker_embedding_size=128, speaker_num_lstm_layers=2,
-        )
+    config = audio_config(size, use_quantizer=True)
     start = time.perf_counter()
     model = OmniAudioModel._from_config(config, dtype=dtype).eval()
     build_seconds = time.perf_counter() - start
@@ -163,6 +170,99 @@ def tour_audio(args: argparse.Namespace) -> None:
           f"{report['forward_seconds'] * 1000:.0f} ms, outputs finite: {report['finite']}")
     if not report["finite"]:
         raise SystemExit("audio encoder produced non-finite values")
+
+
+# Read one after another by different voices, with a pause between them: about 20 s of speech for the long-audio step.
+LONG_AUDIO_SPEECH = (
+    ("The quick brown fox jumps over the lazy dog.", "en-us", 50),
+    ("A language model hears twenty five audio tokens per second.", "en-gb", 80),
+    ("Every chunk of one second attends to the two seconds before it.", "en-us", 30),
+    ("The stream keeps only the latent keys and values of its left chunks.", "en-gb+f3", 50),
+    ("So an hour of audio costs sixty times a minute, and no more.", "en-us", 70),
+    ("Its frames come out at most a second after the sound that made them.", "en-gb", 40),
+)
+
+
+def encode_long_audio(
+    waveform, sampling_rate: int, size: str = "full", dtype: torch.dtype = torch.float32, piece_ms: float = 100.0
+) -> dict:
+    """Encode `waveform` with a randomly initialised audio encoder in the streamable long-audio configuration (1 s
+    attention chunks with 2 s of left context, causal convolution module and tokenizer norms, 25 frames/s out):
+    once offline in one call, then as a stream of `piece_ms` pieces ([`OmniAudioModel.encode_stream`]). Returns shapes,
+    timings, when the first frames came out and how far the stream is from the offline frames."""
+    from . import OmniAudioFeatureExtractor, OmniAudioModel
+    from .modeling_omni_audio import OmniAudioStreamState
+
+    config = audio_config(
+        size, attention_chunk_size=250, attention_left_chunks=2, conv_module_causal=True,
+        tokenizer_norm_statistics="causal", output_downsample_rate=10,
+    )  # fmt: skip
+    model = OmniAudioModel._from_config(config, dtype=dtype).eval()
+    # raw 16 kHz samples, as a stream gives them (a clip-level normalisation would need audio not yet heard)
+    extractor = OmniAudioFeatureExtractor(samples_per_frame=config.tokenizer_samples_per_frame, do_normalize=False)
+    audio = extractor(waveform, sampling_rate=sampling_rate, return_tensors="pt").input_values[0].to(dtype)
+    seconds = audio.shape[0] / extractor.sampling_rate
+    piece_samples = round(piece_ms * extractor.sampling_rate / 1000)
+    consumed = 0
+
+    def pieces():
+        nonlocal consumed
+        for piece in audio.split(piece_samples):
+            consumed += piece.shape[0]
+            yield piece
+
+    with torch.inference_mode():
+        model(audio[None, : 3 * extractor.sampling_rate])  # warm-up
+        start = time.perf_counter()
+        offline = model(audio[None]).last_hidden_state
+        offline_seconds = time.perf_counter() - start
+        state, streamed, first_frames_after, state_bytes = OmniAudioStreamState(), [], None, 0
+        start = time.perf_counter()
+        for frames in model.encode_stream(pieces(), state=state):
+            first_frames_after = consumed if first_frames_after is None else first_frames_after
+            streamed.append(frames)
+            state_bytes = max(state_bytes, state.memory_bytes())
+        stream_seconds = time.perf_counter() - start
+    streamed = torch.cat(streamed, dim=1)
+    difference = (streamed.float() - offline.float()).abs().max() / offline.float().abs().max()
+    return {
+        "seconds": seconds,
+        "frames": tuple(offline.shape),
+        "frames_per_second": offline.shape[1] / seconds,
+        "chunk_seconds": config.attention_chunk_size * config.tokenizer_samples_per_frame / extractor.sampling_rate,
+        "offline_seconds": offline_seconds,
+        "stream_seconds": stream_seconds,
+        "first_frames_after": first_frames_after / extractor.sampling_rate,
+        "state_kib": state_bytes / 1024,
+        "stream_frames": tuple(streamed.shape),
+        "difference": float(difference),
+        "finite": bool(torch.isfinite(offline).all() and torch.isfinite(streamed).all()),
+    }
+
+
+def tour_long_audio(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    _banner(f"Audio encoder on long audio: chunked attention, streaming ({args.size} size, {args.dtype})")
+    speech, rate = [], None
+    for sentence, voice, pitch in LONG_AUDIO_SPEECH:
+        waveform, rate = synthesize_speech(sentence, voice=voice, pitch=pitch)
+        speech += [waveform, np.zeros(int(0.3 * rate), dtype=np.float32)]
+    piece_ms = 100.0
+    report = encode_long_audio(np.concatenate(speech), rate, size=args.size, dtype=args.torch_dtype, piece_ms=piece_ms)
+    voices = len({voice for _, voice, _ in LONG_AUDIO_SPEECH})
+    print(f"speech: {len(LONG_AUDIO_SPEECH)} espeak-ng sentences in {voices} voices, {report['seconds']:.1f} s; "
+          f"encoder with {report['chunk_seconds']:g} s attention chunks (2 left), causal convolution and tokenizer "
+          "norms, output pooled by 10")
+    print(f"offline: frames {report['frames']} ({report['frames_per_second']:.0f} frames/s for a language model) in "
+          f"{report['offline_seconds'] * 1000:.0f} ms (RTF {report['offline_seconds'] / report['seconds']:.3f})")
+    print(f"stream of {piece_ms:g} ms pieces: first frames after {report['first_frames_after']:.2f} s of audio, "
+          f"frames {report['stream_frames']} in {report['stream_seconds'] * 1000:.0f} ms (RTF "
+          f"{report['stream_seconds'] / report['seconds']:.3f}), state at most {report['state_kib']:.0f} KiB; "
+          f"max |stream - offline| / max |offline| = {report['difference']:.1e}, outputs finite: {report['finite']}")
+    tolerance = 1e-4 if args.torch_dtype == torch.float32 else 5e-2
+    if not report["finite"] or report["stream_frames"] != report["frames"] or report["difference"] > tolerance:
+        raise SystemExit(f"the stream does not give the offline frames (tolerance {tolerance:g} in {args.dtype})")
 
 
 def encode_videos(
@@ -757,6 +857,7 @@ TOUR_STEPS: dict[str, Callable[[argparse.Namespace], None]] = {
     "vision": tour_vision,
     "video": tour_video,
     "audio": tour_audio,
+    "long-audio": tour_long_audio,
     "tts": tour_tts,
     "train-vision": tour_train_vision,
     "train-audio": tour_train_audio,
