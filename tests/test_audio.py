@@ -349,8 +349,8 @@ def test_frame_major_convolution_is_conv1d():
 @pytest.mark.parametrize("in_channels, kernel, stride", [(16, 8, 4), (8, 8, 2), (1, 7, 2), (32, 5, 2)])
 def test_frame_major_convolution_in_bfloat16(in_channels, kernel, stride):
     """In bfloat16 (or under bf16 CPU autocast) the tokenizer's convolutions give `Conv1d`'s float32 outputs up to bf16
-    rounding, batched and at every length, including the narrow layers that oneDNN's bf16 kernels get wrong on AMX CPUs (16 input channels,
-    kernel 8, stride 4, lengths divisible by 4: errors as large as the outputs)."""
+    rounding, batched and at every length, including the narrow layers that oneDNN's bf16 kernels get wrong on AMX
+    CPUs (16 input channels, kernel 8, stride 4, lengths divisible by 4: errors as large as the outputs)."""
     torch.manual_seed(0)
     conv = OmniFrameMajorConv1d(in_channels, 64, kernel_size=kernel, stride=stride)
     for length in (120, 121, 4000, 4003):

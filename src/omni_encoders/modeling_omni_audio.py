@@ -200,9 +200,9 @@ class OmniCausalNormState:
     """What a causal tokenizer norm keeps between the calls of a stream ([`OmniAudioModel.encode_stream`]): the sum and
     the sum of squares of every channel group over the frames of the stream counted so far.
 
-    The tokenizer sets `call_offset` (the stream index of the call's first frame) and `count_until` (the stream index up
-    to which the call's frames are final and join the sums) before each call; the call's frames before `counted` are
-    left over from the previous one and do not count again.
+    The tokenizer sets `call_offset` (the stream index of the call's first frame) and `count_until` (the stream index
+    up to which the call's frames are final and join the sums) before each call; the call's frames before `counted`
+    are left over from the previous one and do not count again.
     """
 
     def __init__(self):
