@@ -37,6 +37,7 @@ from omni_encoders.training import AudioCollator, audio_lengths, classification_
 from recipe_utils import (
     AudioModelArguments,
     SpeechDataArguments,
+    end_distributed,
     run_training,
     select_first,
     start_recipe,
@@ -139,3 +140,4 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

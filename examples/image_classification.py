@@ -30,7 +30,7 @@ from transformers import AutoModelForImageClassification, Trainer, TrainingArgum
 from omni_encoders import OmniVisionConfig, OmniVisionForImageClassification, OmniVisionImageProcessor
 from omni_encoders.data import build_digit_images
 from omni_encoders.training import ImageClassificationTransform, classification_metrics
-from recipe_utils import run_training, select_first, start_recipe
+from recipe_utils import end_distributed, run_training, select_first, start_recipe
 
 
 logger = logging.getLogger(__name__)
@@ -172,3 +172,4 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

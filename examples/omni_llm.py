@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from datasets import Array4D, Features
-from recipe_utils import SpeechDataArguments, run_training, select_first, start_recipe
+from recipe_utils import SpeechDataArguments, end_distributed, run_training, select_first, start_recipe
 from transformers import LlamaConfig, TrainingArguments
 
 from omni_encoders import (
@@ -448,3 +448,4 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

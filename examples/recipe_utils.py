@@ -162,6 +162,15 @@ def run_training(
     return results
 
 
+def end_distributed() -> None:
+    """The last step of a recipe run by `accelerate launch` (several processes): destroy the process group while the
+    interpreter is still alive. Left to interpreter shutdown, gloo's worker threads can abort a process that has
+    finished its work (`terminate called without an active exception`: pytorch/pytorch#190489), failing the launch.
+    Nothing to do in a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def _load_average() -> list[float] | None:
     try:
         return [round(value, 2) for value in os.getloadavg()]

@@ -53,6 +53,7 @@ from omni_encoders.training import (
 from recipe_utils import (
     AudioModelArguments,
     SpeechDataArguments,
+    end_distributed,
     run_training,
     select_first,
     start_recipe,
@@ -195,3 +196,4 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

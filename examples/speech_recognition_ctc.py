@@ -55,6 +55,7 @@ from omni_encoders.training import CTCCollator, audio_lengths, ctc_argmax, ctc_m
 from recipe_utils import (
     AudioModelArguments,
     SpeechDataArguments,
+    end_distributed,
     run_training,
     select_first,
     start_recipe,
@@ -238,3 +239,4 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

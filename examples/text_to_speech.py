@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from recipe_utils import run_training, select_first, start_recipe
+from recipe_utils import end_distributed, run_training, select_first, start_recipe
 from transformers import AutoModelForTextToWaveform, AutoProcessor, Trainer, TrainingArguments
 
 from omni_encoders import (
@@ -354,3 +354,4 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

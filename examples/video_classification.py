@@ -43,7 +43,7 @@ from transformers import AutoModelForVideoClassification, Trainer, TrainingArgum
 from omni_encoders import OmniVideoConfig, OmniVideoForVideoClassification, OmniVideoVideoProcessor
 from omni_encoders.data import build_moving_digit_videos
 from omni_encoders.training import VideoClassificationTransform, classification_metrics
-from recipe_utils import run_training, select_first, start_recipe
+from recipe_utils import end_distributed, run_training, select_first, start_recipe
 
 
 logger = logging.getLogger(__name__)
@@ -257,3 +257,4 @@ def main(args: list[str] | None = None, callbacks=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()
